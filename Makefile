@@ -1,0 +1,37 @@
+# The two commands a newcomer needs:  make run  (main job, embedded)  and  make test.
+# Each installs what it needs itself: virtual environment, Python packages, Kafka jars.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test setup kafka-jars lint bench clean
+
+setup: $(VENV)/.installed .cache/kafka/libs/.fetched
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+.cache/kafka/libs/.fetched: kafka/pom.xml
+	scripts/kafka-local.sh fetch
+
+kafka-jars: .cache/kafka/libs/.fetched
+
+# Main job on the embedded default (local broker + chDB). Pass options with ARGS="...".
+run: setup
+	$(BIN)/tickstream run $(ARGS)
+
+test: setup
+	scripts/test.sh
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/tickstream bench all
+
+clean:
+	-scripts/kafka-local.sh down
+	rm -rf .tickstream .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Sources of ticks (replay, simulator, websocket), validation, and the Kafka publisher."""

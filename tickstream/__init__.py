@@ -1,0 +1,7 @@
+"""tickstream: streaming analytics for market tick data.
+
+The shared package: tick model, topic names, settings, wire format and metric
+definitions that producers/, processors/ and sinks/ all import from.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""Prometheus metric definitions shared by every component.
+
+One prefix (``tickstream_``), base units, ``_total`` on counters, histograms
+for latencies and batch sizes; labels stay low-cardinality (symbol, source,
+reason, table, topic/partition).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS = (1, 10, 50, 100, 500, 1_000, 5_000, 10_000, 50_000, 100_000)
+
+# producers
+PRODUCER_TICKS = Counter(
+    "tickstream_producer_ticks_total",
+    "Ticks accepted and published to the ticks topic.",
+    ["source", "symbol"],
+)
+PRODUCER_REJECTED = Counter(
+    "tickstream_producer_rejected_total",
+    "Inputs rejected by validation and sent to the DLQ.",
+    ["source", "reason"],
+)
+PRODUCER_BYTES = Counter(
+    "tickstream_producer_bytes_total", "Bytes of message values published.", ["topic"]
+)
+PRODUCER_SEND_SECONDS = Histogram(
+    "tickstream_producer_send_seconds",
+    "Time from send to broker acknowledgement of a batch.",
+    buckets=_LATENCY_BUCKETS,
+)
+PRODUCER_ERRORS = Counter("tickstream_producer_errors_total", "Publish errors.", ["topic"])
+PRODUCER_BUFFER = Gauge(
+    "tickstream_producer_buffer_messages", "Messages waiting for a broker acknowledgement."
+)
+
+# processors
+PROCESSOR_TICKS = Counter(
+    "tickstream_processor_ticks_total", "Ticks consumed by the stream processor.", ["symbol"]
+)
+PROCESSOR_LATE = Counter(
+    "tickstream_processor_late_ticks_total",
+    "Ticks later than the allowed lateness, kept aside on the late topic.",
+    ["symbol"],
+)
+PROCESSOR_BATCH = Histogram(
+    "tickstream_processor_batch_size", "Events per processed batch.", buckets=_BATCH_BUCKETS
+)
+PROCESSOR_BATCH_SECONDS = Histogram(
+    "tickstream_processor_batch_seconds", "Kernel time per batch.", buckets=_LATENCY_BUCKETS
+)
+PROCESSOR_OUTPUTS = Counter(
+    "tickstream_processor_outputs_total", "Rows and signals emitted by the processor.", ["kind"]
+)
+PROCESSOR_ERRORS = Counter(
+    "tickstream_processor_errors_total", "Messages the processor could not decode.", ["reason"]
+)
+
+# sink
+SINK_ROWS = Counter("tickstream_sink_rows_total", "Rows inserted into ClickHouse.", ["table"])
+SINK_INSERT_SECONDS = Histogram(
+    "tickstream_sink_insert_seconds",
+    "ClickHouse insert latency.",
+    ["table"],
+    buckets=_LATENCY_BUCKETS,
+)
+SINK_BATCH_ROWS = Histogram(
+    "tickstream_sink_batch_rows", "Rows per ClickHouse insert.", ["table"], buckets=_BATCH_BUCKETS
+)
+SINK_ERRORS = Counter(
+    "tickstream_sink_errors_total", "Failed inserts or undecodable messages.", ["table", "reason"]
+)
+SINK_RETRIES = Counter("tickstream_sink_retries_total", "Insert retries after a failure.")
+SINK_LAG = Gauge(
+    "tickstream_consumer_lag_messages",
+    "Messages behind the log end, per partition.",
+    ["group", "topic", "partition"],
+)
+
+# freshness and latency
+LAST_TICK_TS = Gauge(
+    "tickstream_last_tick_timestamp_seconds",
+    "Event time of the newest tick seen.",
+    ["component", "symbol"],
+)
+E2E_LATENCY = Histogram(
+    "tickstream_e2e_latency_seconds",
+    "Wall-clock time from a tick's receive time to a stage.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+def serve_metrics(port: int, component: str) -> int:
+    """Expose /metrics on ``port`` (0 = off); returns the port in use."""
+    if port <= 0:
+        return 0
+    start_http_server(port, addr="0.0.0.0")
+    log.info("%s metrics on http://127.0.0.1:%d/metrics", component, port)
+    return port

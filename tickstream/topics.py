@@ -1,0 +1,46 @@
+"""Kafka topic and consumer-group names, all prefixed by the namespace.
+
+The namespace keeps two runs against one broker apart: every topic and every
+consumer group carries it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    namespace: str
+
+    @property
+    def ticks(self) -> str:
+        return f"{self.namespace}.ticks"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.namespace}.ticks.dlq"
+
+    @property
+    def late(self) -> str:
+        return f"{self.namespace}.ticks.late"
+
+    @property
+    def aggregates(self) -> str:
+        return f"{self.namespace}.aggregates"
+
+    @property
+    def signals(self) -> str:
+        return f"{self.namespace}.signals"
+
+    def sink_inputs(self) -> list[str]:
+        return [self.ticks, self.dlq, self.late, self.aggregates, self.signals]
+
+    def processor_outputs(self) -> list[str]:
+        return [self.late, self.aggregates, self.signals]
+
+    def all(self) -> list[str]:
+        return self.sink_inputs()
+
+    def group(self, component: str) -> str:
+        return f"{self.namespace}.{component}"
