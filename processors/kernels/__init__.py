@@ -1,0 +1,1 @@
+"""Pure, typed event-time analytics: no Kafka, Faust or ClickHouse in here."""

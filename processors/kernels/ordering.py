@@ -1,0 +1,119 @@
+"""Event-time ordering with an allowed lateness, per symbol.
+
+Every kernel downstream sees each symbol's ticks in (ts_ms, arrival) order, so
+its result does not depend on how ticks were batched or partitioned. The price
+is latency: a tick is released only once a tick at least ``allowed_lateness_ms``
+newer has been seen for its symbol (or on flush).
+
+Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far:
+- a tick is *late* iff ``ts_ms < max(max_ts - allowed_lateness_ms, floor)``, where
+  ``floor`` is the newest ts_ms released by a flush; late ticks are returned apart;
+- other ticks are held and released once ``ts_ms < max_ts - allowed_lateness_ms``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tickstream.model import Tick
+
+END_OF_TIME_MS = 2**62
+
+
+@dataclass(slots=True)
+class _SymbolClock:
+    max_ts_ms: int
+    floor_ms: int = -END_OF_TIME_MS
+    held: list[tuple[int, int, Tick]] = field(default_factory=list)
+
+
+class Reorderer:
+    """Holds ticks until their symbol's watermark passes them; sets late ones apart."""
+
+    def __init__(self, allowed_lateness_ms: int) -> None:
+        if allowed_lateness_ms < 0:
+            raise ValueError("allowed_lateness_ms must be >= 0")
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self._clocks: dict[str, _SymbolClock] = {}
+        self._arrivals = 0
+
+    def watermark_ms(self, symbol: str) -> int | None:
+        """Every tick of ``symbol`` released from now on has ts_ms >= this value."""
+        clock = self._clocks.get(symbol)
+        if clock is None:
+            return None
+        return max(clock.max_ts_ms - self.allowed_lateness_ms, clock.floor_ms)
+
+    def watermarks(self) -> dict[str, int]:
+        lateness = self.allowed_lateness_ms
+        return {s: max(c.max_ts_ms - lateness, c.floor_ms) for s, c in self._clocks.items()}
+
+    def push(self, ticks: Iterable[Tick]) -> tuple[list[Tick], list[Tick]]:
+        """Take ticks in arrival order; return (released in order, late)."""
+        late: list[Tick] = []
+        touched: dict[str, _SymbolClock] = {}
+        clocks = self._clocks
+        lateness = self.allowed_lateness_ms
+        arrivals = self._arrivals
+        heappush = heapq.heappush
+        for tick in ticks:
+            ts = tick.ts_ms
+            clock = clocks.get(tick.symbol)
+            if clock is None:
+                clock = clocks[tick.symbol] = _SymbolClock(ts)
+            elif ts < clock.max_ts_ms - lateness or ts < clock.floor_ms:
+                late.append(tick)
+                continue
+            elif ts > clock.max_ts_ms:
+                clock.max_ts_ms = ts
+            arrivals += 1
+            heappush(clock.held, (ts, arrivals, tick))
+            touched[tick.symbol] = clock
+        self._arrivals = arrivals
+        released: list[Tick] = []
+        heappop = heapq.heappop
+        for clock in touched.values():
+            held = clock.held
+            watermark = clock.max_ts_ms - lateness
+            while held and held[0][0] < watermark:
+                released.append(heappop(held)[2])
+        return released, late
+
+    def flush(self) -> list[Tick]:
+        """Release everything held (end of input); later ticks older than these are late."""
+        released: list[Tick] = []
+        for clock in self._clocks.values():
+            held = clock.held
+            while held:
+                released.append(heapq.heappop(held)[2])
+            clock.floor_ms = max(clock.floor_ms, clock.max_ts_ms)
+        return released
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "arrivals": self._arrivals,
+            "clocks": {
+                symbol: {
+                    "max_ts_ms": c.max_ts_ms,
+                    "floor_ms": c.floor_ms,
+                    "held": [[ts, n, _tick_state(t)] for ts, n, t in sorted(c.held)],
+                }
+                for symbol, c in self._clocks.items()
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self._arrivals = state["arrivals"]
+        self._clocks = {}
+        for symbol, c in state["clocks"].items():
+            clock = _SymbolClock(c["max_ts_ms"], c["floor_ms"])
+            clock.held = [(ts, n, Tick(*t)) for ts, n, t in c["held"]]
+            heapq.heapify(clock.held)
+            self._clocks[symbol] = clock
+
+
+def _tick_state(tick: Tick) -> list[Any]:
+    return [getattr(tick, name) for name in Tick.__slots__]
