@@ -1,8 +1,11 @@
-"""The wire format: orjson objects on every topic.
+"""The wire format: orjson on every topic.
 
-A tick is a flat JSON object; a control message carries a ``control`` key
-instead of a ``symbol`` and marks, for example, the end of a replay on one
-partition so downstream stages know when everything has been seen.
+On the ticks topic one Kafka message carries a *batch* of ticks of one symbol:
+a JSON array of rows, each row the Tick's fields in declaration order
+``[symbol, ts_ms, price, bid, ask, size, venue, seq, recv_ms]``. Batching is
+what lets a Faust agent keep up with a market (per-message overhead is paid once
+per batch, not once per tick). A JSON *object* on any topic is a control
+message (``{"control": "eof", ...}``) or, on the other topics, a row.
 """
 
 from __future__ import annotations
@@ -14,39 +17,41 @@ import orjson
 from tickstream.model import Tick
 
 EOF_CONTROL = "eof"
-
-_OPTIONAL = ("bid", "ask", "size", "venue", "seq", "recv_ms")
-
-
-def encode_tick(tick: Tick) -> bytes:
-    doc: dict[str, Any] = {"symbol": tick.symbol, "ts_ms": tick.ts_ms, "price": tick.price}
-    for name in _OPTIONAL:
-        value = getattr(tick, name)
-        if value is not None:
-            doc[name] = value
-    return orjson.dumps(doc)
+TICK_FIELDS = Tick.__slots__
 
 
-def tick_from_doc(doc: dict[str, Any]) -> Tick:
-    """Build a Tick from a decoded wire object that the producer already validated."""
-    return Tick(
-        doc["symbol"],
-        doc["ts_ms"],
-        doc["price"],
-        doc.get("bid"),
-        doc.get("ask"),
-        doc.get("size"),
-        doc.get("venue"),
-        doc.get("seq"),
-        doc.get("recv_ms"),
+def tick_row(tick: Tick) -> bytes:
+    """One tick's row, to be joined into a batch by ``join_rows``."""
+    return orjson.dumps(
+        [
+            tick.symbol,
+            tick.ts_ms,
+            tick.price,
+            tick.bid,
+            tick.ask,
+            tick.size,
+            tick.venue,
+            tick.seq,
+            tick.recv_ms,
+        ]
     )
 
 
-def decode(value: bytes) -> dict[str, Any]:
-    doc = orjson.loads(value)
-    if not isinstance(doc, dict):
-        raise ValueError("message is not a JSON object")
-    return doc
+def join_rows(rows: list[bytes]) -> bytes:
+    return b"[" + b",".join(rows) + b"]"
+
+
+def encode_ticks(ticks: list[Tick]) -> bytes:
+    return join_rows([tick_row(t) for t in ticks])
+
+
+def decode(value: bytes) -> Any:
+    """A batch of ticks (list) or an object (control message or row)."""
+    return orjson.loads(value)
+
+
+def ticks_from_batch(batch: list[list[Any]]) -> list[Tick]:
+    return [Tick(*row) for row in batch]
 
 
 def encode(doc: dict[str, Any]) -> bytes:
@@ -59,5 +64,5 @@ def eof_message(run_id: str, partition: int, partitions: int) -> bytes:
     )
 
 
-def is_control(doc: dict[str, Any]) -> bool:
-    return "control" in doc
+def is_eof(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("control") == EOF_CONTROL

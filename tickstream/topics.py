@@ -33,13 +33,18 @@ class Topics:
     def signals(self) -> str:
         return f"{self.namespace}.signals"
 
+    @property
+    def processor_state(self) -> str:
+        """Compacted topic holding the processor's kernel snapshots and input offsets."""
+        return f"{self.namespace}.processor.state"
+
     def sink_inputs(self) -> list[str]:
         return [self.ticks, self.dlq, self.late, self.aggregates, self.signals]
 
     def processor_outputs(self) -> list[str]:
         return [self.late, self.aggregates, self.signals]
 
-    def all(self) -> list[str]:
+    def data(self) -> list[str]:
         return self.sink_inputs()
 
     def group(self, component: str) -> str:

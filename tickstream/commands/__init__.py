@@ -6,6 +6,10 @@ import click
 
 
 def register(cli: click.Group) -> None:
-    from tickstream.commands import kafka
+    from tickstream.commands import kafka, pipeline, query
 
     cli.add_command(kafka.kafka)
+    cli.add_command(pipeline.run)
+    cli.add_command(pipeline.process)
+    cli.add_command(pipeline.sink)
+    cli.add_command(query.query)

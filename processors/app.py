@@ -1,0 +1,119 @@
+"""The Faust application: a thin shell around ProcessorCore.
+
+The agent reads the ticks topic in batches (``take_events``), hands them to the
+core, publishes what the core returns, then writes the core's snapshot (kernel
+state plus the input offsets it reflects) to a compacted state topic before the
+batch's offsets may be committed. On start the last snapshot is read back, and
+messages already reflected in it are skipped, so a killed worker resumes exactly
+where its state left off; outputs re-sent after a crash are identical and the
+sink's row identities absorb them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from processors.core import Incoming, ProcessorCore
+from processors.kernels.pipeline import AnalyticsConfig
+from tickstream import metrics
+from tickstream.settings import Settings
+from tickstream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = b"analytics"
+STATE_MAX_BYTES = 64 << 20
+
+
+def create_app(
+    settings: Settings, config: AnalyticsConfig | None = None, datadir: Path | None = None
+) -> faust.App:
+    """Build the processor app; nothing is read from the environment here."""
+    topics = Topics(settings.namespace)
+    config = config or AnalyticsConfig(allowed_lateness_ms=settings.allowed_lateness_ms)
+    datadir = datadir or Path(".tickstream") / "faust" / settings.namespace
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        topics.group("processor"),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=STATE_MAX_BYTES,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=16_384,
+    )
+    ticks = app.topic(topics.ticks, key_serializer="raw", value_serializer="raw")
+    core = ProcessorCore(topics, config, settings.partitions)
+    batch_size = settings.processor_batch
+    within_s = settings.processor_batch_ms / 1000
+
+    @app.agent(ticks, name="analytics", concurrency=1)
+    async def analytics(stream: faust.StreamT[Any]) -> None:
+        blob = await load_state(settings.kafka_bootstrap, topics.processor_state)
+        if blob is not None:
+            core.restore(blob)
+            log.info("restored processor state (%d bytes) at offsets %s", len(blob), core.applied)
+        async for events in stream.take_events(batch_size, within=within_s):
+            started = time.perf_counter()
+            out = core.step(
+                Incoming(e.message.partition, e.message.offset, e.message.value) for e in events
+            )
+            for msg in out.messages:
+                await app.producer.send(msg.topic, msg.key, msg.value, msg.partition, None, None)
+            await app.producer.send(
+                topics.processor_state, STATE_KEY, core.snapshot(), 0, None, None
+            )
+            await app.producer.flush()
+            metrics.PROCESSOR_BATCH.observe(len(events))
+            metrics.PROCESSOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    return app
+
+
+async def load_state(bootstrap: str, topic: str) -> bytes | None:
+    """The last snapshot on the compacted state topic, or None on a first start."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=STATE_MAX_BYTES,
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end == 0:
+            return None
+        await consumer.seek_to_beginning(tp)
+        last: bytes | None = None
+        while await consumer.position(tp) < end:
+            batches = await consumer.getmany(tp, timeout_ms=1000)
+            for record in batches.get(tp, []):
+                if record.key == STATE_KEY:
+                    last = record.value
+        return last
+    finally:
+        await consumer.stop()
+
+
+def run_worker(settings: Settings, loglevel: str = "warn") -> None:
+    """Run the processor until stopped (SIGINT/SIGTERM); exposes metrics if configured."""
+    from tickstream.kafka_io import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    metrics.serve_metrics(settings.metrics_port, "processor")
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,153 @@
+"""The processor's batch step, apart from Faust: messages in, messages out.
+
+It decodes a batch of ticks-topic messages, skips those already reflected in
+the restored state (their offsets are part of it), runs the analytics, and says
+what to publish where. It also follows end-of-input markers: once every
+partition of the ticks topic has delivered the marker of a run, the open windows
+are flushed as final and the marker is passed on to every output topic, so the
+sink knows when everything derived from that input has arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from processors.kernels.pipeline import Analytics, AnalyticsConfig
+from tickstream import metrics, serde
+from tickstream.model import Tick
+from tickstream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SIGNAL_KINDS = frozenset({"record_break", "divergence_window"})
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    key: bytes
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass(slots=True)
+class StepOutput:
+    messages: list[Outgoing] = field(default_factory=list)
+    ticks: int = 0
+    finished_runs: list[str] = field(default_factory=list)
+
+
+class ProcessorCore:
+    def __init__(self, topics: Topics, config: AnalyticsConfig, output_partitions: int) -> None:
+        self.topics = topics
+        self.analytics = Analytics(config)
+        self.output_partitions = output_partitions
+        self.applied: dict[int, int] = {}  # ticks-topic partition -> last offset in the state
+        self.eof_seen: dict[str, set[int]] = {}
+
+    def step(self, batch: Iterable[Incoming]) -> StepOutput:
+        out = StepOutput()
+        ticks: list[Tick] = []
+        finished: list[str] = []
+        applied = self.applied
+        for msg in batch:
+            if msg.offset <= applied.get(msg.partition, -1):
+                continue  # already reflected in the restored state
+            applied[msg.partition] = msg.offset
+            try:
+                doc = serde.decode(msg.value)
+                if isinstance(doc, list):
+                    ticks.extend(serde.ticks_from_batch(doc))
+                elif serde.is_eof(doc):
+                    if self._eof(doc):
+                        finished.append(doc["run_id"])
+                else:
+                    raise ValueError("neither a tick batch nor a control message")
+            except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
+                metrics.PROCESSOR_ERRORS.labels("undecodable").inc()
+                log.error(
+                    "partition %d offset %d: cannot decode (%s)", msg.partition, msg.offset, exc
+                )
+        if ticks:
+            self._count(ticks)
+            result = self.analytics.update(ticks)
+            self._publish(result.rows, result.late, out)
+        for run_id in finished:
+            flushed = self.analytics.flush()
+            self._publish(flushed.rows, flushed.late, out)
+            for topic in self.topics.processor_outputs():
+                for p in range(self.output_partitions):
+                    out.messages.append(
+                        Outgoing(
+                            topic, b"", serde.eof_message(run_id, p, self.output_partitions), p
+                        )
+                    )
+            log.info("end of input %s: open windows flushed, marker passed on", run_id)
+        out.ticks = len(ticks)
+        out.finished_runs = finished
+        return out
+
+    def _eof(self, doc: dict[str, Any]) -> bool:
+        seen = self.eof_seen.setdefault(doc["run_id"], set())
+        seen.add(int(doc["partition"]))
+        if len(seen) >= int(doc["partitions"]):
+            del self.eof_seen[doc["run_id"]]
+            return True
+        return False
+
+    def _publish(self, rows: list[dict[str, Any]], late: list[Tick], out: StepOutput) -> None:
+        kinds: Counter[str] = Counter()
+        for row in rows:
+            kind = row["kind"]
+            kinds[kind] += 1
+            topic = self.topics.signals if kind in SIGNAL_KINDS else self.topics.aggregates
+            key = str(row.get("symbol") or row.get("pair") or "").encode()
+            out.messages.append(Outgoing(topic, key, orjson.dumps(row)))
+        for kind, n in kinds.items():
+            metrics.PROCESSOR_OUTPUTS.labels(kind).inc(n)
+        for tick in late:
+            metrics.PROCESSOR_LATE.labels(tick.symbol).inc()
+            out.messages.append(
+                Outgoing(self.topics.late, tick.symbol.encode(), serde.encode_ticks([tick]))
+            )
+
+    @staticmethod
+    def _count(ticks: list[Tick]) -> None:
+        per_symbol: Counter[str] = Counter()
+        newest: dict[str, int] = {}
+        for t in ticks:
+            per_symbol[t.symbol] += 1
+            if t.ts_ms > newest.get(t.symbol, -1):
+                newest[t.symbol] = t.ts_ms
+        for symbol, n in per_symbol.items():
+            metrics.PROCESSOR_TICKS.labels(symbol).inc(n)
+            metrics.LAST_TICK_TS.labels("processor", symbol).set(newest[symbol] / 1000)
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps(
+            {
+                "applied": self.applied,
+                "eof_seen": {k: sorted(v) for k, v in self.eof_seen.items()},
+                "analytics": self.analytics.snapshot(),
+            },
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+
+    def restore(self, blob: bytes) -> None:
+        state = orjson.loads(blob)
+        self.applied = {int(k): v for k, v in state["applied"].items()}
+        self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
+        self.analytics.restore(state["analytics"])

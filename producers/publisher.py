@@ -1,0 +1,268 @@
+"""Send any source to Kafka: validate, publish accepted ticks and dead letters, flush.
+
+The hot path is batched twice: accepted ticks of one symbol are packed into one
+Kafka message (up to ``ticks_per_message``, or whatever is pending after
+``linger_ms``), and messages go into one aiokafka batch per partition
+(partitioned by symbol as Kafka's default partitioner would). A bounded number
+of batches may await acknowledgement at once, so a slow broker slows the source
+down instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from producers.records import RawTick, Rejection, Verdicts
+from producers.validation import Validator
+from tickstream import metrics, serde
+from tickstream.settings import Settings
+from tickstream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PublishReport:
+    inputs: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.by_reason.items())) or "none"
+        rate = self.inputs / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.inputs} inputs: {self.accepted} ticks published, {self.rejected} rejected "
+            f"({reasons}) in {self.seconds:.1f}s ({rate:,.0f}/s)"
+        )
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 1 << 20,
+        "max_request_size": 4 << 20,
+        "request_timeout_ms": 30_000,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+class _PartitionBatches:
+    """One open aiokafka batch per (topic, partition); full batches are submitted."""
+
+    def __init__(self, producer: AIOKafkaProducer, max_in_flight: int) -> None:
+        self._producer = producer
+        self._open: dict[tuple[str, int], Any] = {}
+        self._in_flight: list[tuple[asyncio.Future[Any], int, float]] = []
+        self._max_in_flight = max_in_flight
+
+    async def add(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        slot = (topic, partition)
+        batch = self._open.get(slot)
+        if batch is None:
+            batch = self._open[slot] = self._producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            await self._submit(slot)
+            batch = self._open[slot] = self._producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"message of {len(value)} bytes does not fit a batch")
+        metrics.PRODUCER_BYTES.labels(topic).inc(len(value))
+
+    async def _submit(self, slot: tuple[str, int]) -> None:
+        batch = self._open.pop(slot)
+        count = batch.record_count()
+        if count == 0:
+            return
+        batch.close()
+        future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
+        self._in_flight.append((future, count, time.perf_counter()))
+        metrics.PRODUCER_BUFFER.inc(count)
+        while len(self._in_flight) > self._max_in_flight:
+            await self._settle_oldest()
+
+    async def _settle_oldest(self) -> None:
+        future, count, started = self._in_flight.pop(0)
+        try:
+            await future
+        finally:
+            metrics.PRODUCER_BUFFER.dec(count)
+        metrics.PRODUCER_SEND_SECONDS.observe(time.perf_counter() - started)
+
+    async def submit_all(self) -> None:
+        for slot in list(self._open):
+            await self._submit(slot)
+
+    async def flush(self) -> None:
+        """Submit every open batch and wait until the broker acknowledged all of them."""
+        await self.submit_all()
+        while self._in_flight:
+            await self._settle_oldest()
+
+
+class Publisher:
+    """Validates a source's inputs and publishes ticks and rejections to Kafka."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        validator: Validator,
+        *,
+        max_in_flight: int = 16,
+        ticks_per_message: int = 500,
+        linger_ms: int = 20,
+        on_rejection: Callable[[Rejection], None] | None = None,
+        producer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.namespace)
+        self.validator = validator
+        self.report = PublishReport()
+        self._on_rejection = on_rejection or _RejectionLog()
+        self._producer = make_producer(settings, **(producer_options or {}))
+        self._max_in_flight = max_in_flight
+        self._batches: _PartitionBatches | None = None
+        self._partitions: dict[str, list[int]] = {}
+        self._partition_of: dict[str, int] = {}
+        self._partitioner = DefaultPartitioner()
+        self._ticks_per_message = ticks_per_message
+        self._linger_s = linger_ms / 1000
+        self._pending: dict[str, list[bytes]] = {}
+        self._linger_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Publisher:
+        await self._producer.start()
+        self._batches = _PartitionBatches(self._producer, self._max_in_flight)
+        for topic in (self.topics.ticks, self.topics.dlq):
+            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        self._linger_task = asyncio.create_task(self._linger())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._linger_task is not None:
+            self._linger_task.cancel()
+        try:
+            if exc[0] is None:
+                await self.flush()
+        finally:
+            await self._producer.stop()
+
+    async def _linger(self) -> None:
+        """Live sources can go quiet: ship what is pending at least every linger_ms."""
+        while True:
+            await asyncio.sleep(self._linger_s)
+            await self._ship_pending()
+            if self._batches is not None:
+                await self._batches.submit_all()
+
+    async def _ship_pending(self) -> None:
+        pending, self._pending = self._pending, {}
+        for symbol, rows in pending.items():
+            await self._ship(symbol, rows)
+
+    async def _ship(self, symbol: str, rows: list[bytes]) -> None:
+        assert self._batches is not None
+        key = symbol.encode()
+        await self._batches.add(
+            self.topics.ticks, self._partition(symbol, key), key, serde.join_rows(rows)
+        )
+
+    async def flush(self) -> None:
+        """Everything accepted so far is acknowledged by the broker when this returns."""
+        await self._ship_pending()
+        if self._batches is not None:
+            await self._batches.flush()
+
+    async def publish(
+        self, source: AsyncIterator[RawTick], progress: Callable[[int], None] | None = None
+    ) -> PublishReport:
+        """Validate and publish everything ``source`` yields, then flush."""
+        started = time.perf_counter()
+        count = 0
+        async for raw in source:
+            count += 1
+            await self._emit(self.validator.feed(raw), raw.source)
+            if progress is not None and count % 1000 == 0:
+                progress(count)
+        await self._emit(self.validator.finish(), "")
+        await self.flush()
+        self.report.inputs += count
+        self.report.seconds += time.perf_counter() - started
+        if progress is not None:
+            progress(count)
+        return self.report
+
+    async def _emit(self, verdicts: Verdicts, source: str) -> None:
+        batches = self._batches
+        assert batches is not None
+        pending = self._pending
+        for tick in verdicts.accepted:
+            rows = pending.get(tick.symbol)
+            if rows is None:
+                rows = pending[tick.symbol] = []
+            rows.append(serde.tick_row(tick))
+            if len(rows) >= self._ticks_per_message:
+                del pending[tick.symbol]
+                await self._ship(tick.symbol, rows)
+            metrics.PRODUCER_TICKS.labels(source or "unknown", tick.symbol).inc()
+        self.report.accepted += len(verdicts.accepted)
+        for rejection in verdicts.rejected:
+            key = (rejection.symbol or rejection.source).encode()
+            partitions = self._partitions[self.topics.dlq]
+            partition = self._partitioner(key, partitions, partitions)
+            await batches.add(self.topics.dlq, partition, key, serde.encode(rejection.to_doc()))
+            metrics.PRODUCER_REJECTED.labels(rejection.source, rejection.reason).inc()
+            self.report.rejected += 1
+            self.report.by_reason[rejection.reason] = (
+                self.report.by_reason.get(rejection.reason, 0) + 1
+            )
+            self._on_rejection(rejection)
+
+    def _partition(self, symbol: str, key: bytes) -> int:
+        partition = self._partition_of.get(symbol)
+        if partition is None:
+            partitions = self._partitions[self.topics.ticks]
+            partition = self._partitioner(key, partitions, partitions)
+            self._partition_of[symbol] = partition
+        return partition
+
+    async def end_of_input(self, run_id: str) -> None:
+        """Mark the end of a replay on every partition, after everything before it landed."""
+        assert self._batches is not None
+        await self.flush()
+        for topic in (self.topics.ticks, self.topics.dlq):
+            partitions = self._partitions[topic]
+            for p in partitions:
+                await self._batches.add(
+                    topic, p, b"", serde.eof_message(run_id, p, len(partitions))
+                )
+        await self._batches.flush()
+
+
+_LOGGED_REJECTIONS_MAX = 100
+
+
+class _RejectionLog:
+    """Log each rejection with its position, up to a cap, so a bad file cannot flood the log."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, rejection: Rejection) -> None:
+        self.count += 1
+        if self.count <= _LOGGED_REJECTIONS_MAX:
+            log.warning("rejected %s", rejection.describe())
+        if self.count == _LOGGED_REJECTIONS_MAX:
+            log.warning("further rejections are not logged; see the DLQ / rejected_ticks")

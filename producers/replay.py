@@ -1,0 +1,116 @@
+"""Replay a CSV (or Parquet) file of ticks as a source.
+
+The header names the fields (``ts,symbol,price`` plus any of bid, ask, size,
+venue, seq); values are handed to validation as text, each with its line
+number, so a bad line is reported where it is and never stops the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from producers.records import RawTick, wall_ms
+
+REQUIRED = ("ts", "symbol", "price")
+KNOWN = (*REQUIRED, "bid", "ask", "size", "venue", "seq")
+
+
+class ReplayFileError(ValueError):
+    """The file as a whole cannot be replayed (missing, no header, no required columns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    path: Path
+    speed: float = 0.0  # 0 = as fast as possible, 1 = real time, 60 = a minute per second
+    start_line: int = 0  # resume: skip data lines before this file line number
+    start_ts_ms: int | None = None  # resume: skip ticks with an earlier ts (parsed leniently)
+
+
+def count_lines(path: Path) -> int:
+    """Data lines in a CSV file (for progress), counted fast in binary."""
+    with path.open("rb") as fh:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    return max(lines - 1, 0)
+
+
+def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Iterator[RawTick]:
+    path = config.path
+    if not path.is_file():
+        raise ReplayFileError(f"{path}: no such file")
+    source = f"replay:{path.name}"
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        header_line = fh.readline()
+        header = [h.strip().lower() for h in next(csv.reader([header_line]), [])]
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise ReplayFileError(
+                f"{path}: header {header_line.strip()!r} lacks {', '.join(missing)} "
+                f"(expected ts,symbol,price plus optional {', '.join(KNOWN[3:])})"
+            )
+        width = len(header)
+        for number, line in enumerate(fh, start=2):
+            text = line.rstrip("\r\n")
+            if number < config.start_line or not text.strip():
+                continue
+            values = next(csv.reader(io.StringIO(text)), [])
+            recv = now_ms()
+            if len(values) != width:
+                yield RawTick(
+                    text,
+                    source,
+                    f"line {number}",
+                    recv,
+                    error=f"expected {width} fields ({','.join(header)}), found {len(values)}",
+                )
+                continue
+            fields = {k: v.strip() for k, v in zip(header, values, strict=True) if k in KNOWN}
+            if config.start_ts_ms is not None and _before(fields.get("ts", ""), config.start_ts_ms):
+                continue
+            yield RawTick(text, source, f"line {number}", recv, fields=fields)
+
+
+def _before(ts_text: str, start_ts_ms: int) -> bool:
+    """True when an epoch-ms or ISO timestamp is earlier than the resume point."""
+    from tickstream.timeutil import parse_ts_ms
+
+    try:
+        return parse_ts_ms(ts_text) < start_ts_ms
+    except ValueError:
+        return False
+
+
+async def replay(
+    config: ReplayConfig, now_ms: Callable[[], int] = wall_ms
+) -> AsyncIterator[RawTick]:
+    """Yield the file's inputs; with speed > 0, paced by event time."""
+    first_ts: int | None = None
+    started = time.monotonic()
+    for n, raw in enumerate(read_csv(config, now_ms)):
+        if config.speed > 0 and raw.fields is not None:
+            ts = _ts_or_none(raw.fields.get("ts", ""))
+            if ts is not None:
+                if first_ts is None:
+                    first_ts = ts
+                due = started + (ts - first_ts) / 1000 / config.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        elif n % 2000 == 0:
+            await asyncio.sleep(0)  # let the publisher's I/O run
+        yield raw
+
+
+def _ts_or_none(text: str) -> int | None:
+    from tickstream.timeutil import parse_ts_ms
+
+    try:
+        return parse_ts_ms(text)
+    except ValueError:
+        return None

@@ -1,0 +1,3 @@
+from tickstream.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""Kafka plumbing shared by every component: topic creation and client settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from tickstream.settings import Settings
+from tickstream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
+    """Create tickstream's topics when missing (idempotent, safe to race)."""
+    topics = Topics(settings.namespace)
+    wanted = [NewTopic(name, settings.partitions, 1) for name in topics.data()]
+    wanted.append(
+        NewTopic(
+            topics.processor_state,
+            1,
+            1,
+            topic_configs={
+                "cleanup.policy": "compact",
+                "min.cleanable.dirty.ratio": "0.1",
+                "max.message.bytes": str(64 << 20),
+            },
+        )
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    for attempt in range(attempts):
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+    finally:
+        await admin.close()
