@@ -116,4 +116,5 @@ def run_worker(settings: Settings, loglevel: str = "warn") -> None:
     metrics.serve_metrics(settings.metrics_port, "processor")
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # a terminal spinner only garbles logs shared with other processes
     worker.execute_from_commandline()

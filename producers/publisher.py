@@ -68,17 +68,19 @@ class _PartitionBatches:
         self._open: dict[tuple[str, int], Any] = {}
         self._in_flight: list[tuple[asyncio.Future[Any], int, float]] = []
         self._max_in_flight = max_in_flight
+        self._lock = asyncio.Lock()
 
     async def add(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        slot = (topic, partition)
-        batch = self._open.get(slot)
-        if batch is None:
-            batch = self._open[slot] = self._producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            await self._submit(slot)
-            batch = self._open[slot] = self._producer.create_batch()
+        async with self._lock:  # the linger task submits batches concurrently
+            slot = (topic, partition)
+            batch = self._open.get(slot)
+            if batch is None:
+                batch = self._open[slot] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"message of {len(value)} bytes does not fit a batch")
+                await self._submit(slot)
+                batch = self._open[slot] = self._producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"message of {len(value)} bytes does not fit a batch")
         metrics.PRODUCER_BYTES.labels(topic).inc(len(value))
 
     async def _submit(self, slot: tuple[str, int]) -> None:
@@ -102,14 +104,17 @@ class _PartitionBatches:
         metrics.PRODUCER_SEND_SECONDS.observe(time.perf_counter() - started)
 
     async def submit_all(self) -> None:
-        for slot in list(self._open):
-            await self._submit(slot)
+        async with self._lock:
+            for slot in list(self._open):
+                await self._submit(slot)
 
     async def flush(self) -> None:
         """Submit every open batch and wait until the broker acknowledged all of them."""
-        await self.submit_all()
-        while self._in_flight:
-            await self._settle_oldest()
+        async with self._lock:
+            for slot in list(self._open):
+                await self._submit(slot)
+            while self._in_flight:
+                await self._settle_oldest()
 
 
 class Publisher:
@@ -207,8 +212,8 @@ class Publisher:
     async def _emit(self, verdicts: Verdicts, source: str) -> None:
         batches = self._batches
         assert batches is not None
-        pending = self._pending
         for tick in verdicts.accepted:
+            pending = self._pending  # re-read: the linger task swaps it out while we await
             rows = pending.get(tick.symbol)
             if rows is None:
                 rows = pending[tick.symbol] = []
