@@ -39,6 +39,16 @@ PRODUCER_ERRORS = Counter("tickstream_producer_errors_total", "Publish errors.",
 PRODUCER_BUFFER = Gauge(
     "tickstream_producer_buffer_messages", "Messages waiting for a broker acknowledgement."
 )
+FEED_STALE = Gauge(
+    "tickstream_feed_stale",
+    "1 while a live feed has sent nothing for longer than its stale limit, else 0.",
+    ["source"],
+)
+FEED_RECONNECTS = Counter(
+    "tickstream_feed_reconnects_total",
+    "Times a live feed connected again after its connection was lost.",
+    ["source"],
+)
 
 # processors
 PROCESSOR_TICKS = Counter(
