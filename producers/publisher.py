@@ -23,6 +23,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from producers.records import RawTick, Rejection, Verdicts
 from producers.validation import Validator
 from tickstream import metrics, serde
+from tickstream.model import Tick
 from tickstream.settings import Settings
 from tickstream.topics import Topics
 
@@ -144,7 +145,8 @@ class Publisher:
         self._partitioner = DefaultPartitioner()
         self._ticks_per_message = ticks_per_message
         self._linger_s = linger_ms / 1000
-        self._pending: dict[str, list[bytes]] = {}
+        self._pending: dict[str, list[Tick]] = {}
+        self._counts: dict[str, dict[str, int]] = {}  # source -> symbol -> ticks not yet counted
         self._linger_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Publisher:
@@ -172,16 +174,24 @@ class Publisher:
             if self._batches is not None:
                 await self._batches.submit_all()
 
+    def _count_published(self) -> None:
+        """Prometheus counters are updated per linger period, not per tick (hot path)."""
+        counts, self._counts = self._counts, {}
+        for source, per_symbol in counts.items():
+            for symbol, n in per_symbol.items():
+                metrics.PRODUCER_TICKS.labels(source, symbol).inc(n)
+
     async def _ship_pending(self) -> None:
+        self._count_published()
         pending, self._pending = self._pending, {}
         for symbol, rows in pending.items():
             await self._ship(symbol, rows)
 
-    async def _ship(self, symbol: str, rows: list[bytes]) -> None:
+    async def _ship(self, symbol: str, rows: list[Tick]) -> None:
         assert self._batches is not None
         key = symbol.encode()
         await self._batches.add(
-            self.topics.ticks, self._partition(symbol, key), key, serde.join_rows(rows)
+            self.topics.ticks, self._partition(symbol, key), key, serde.encode_ticks(rows)
         )
 
     async def flush(self) -> None:
@@ -196,12 +206,14 @@ class Publisher:
         """Validate and publish everything ``source`` yields, then flush."""
         started = time.perf_counter()
         count = 0
+        name = "unknown"
         async for raw in source:
             count += 1
-            await self._emit(self.validator.feed(raw), raw.source)
+            name = raw.source
+            await self._emit(self.validator.feed(raw), name)
             if progress is not None and count % 1000 == 0:
                 progress(count)
-        await self._emit(self.validator.finish(), "")
+        await self._emit(self.validator.finish(), name)
         await self.flush()
         self.report.inputs += count
         self.report.seconds += time.perf_counter() - started
@@ -217,11 +229,13 @@ class Publisher:
             rows = pending.get(tick.symbol)
             if rows is None:
                 rows = pending[tick.symbol] = []
-            rows.append(serde.tick_row(tick))
+            rows.append(tick)
             if len(rows) >= self._ticks_per_message:
                 del pending[tick.symbol]
                 await self._ship(tick.symbol, rows)
-            metrics.PRODUCER_TICKS.labels(source or "unknown", tick.symbol).inc()
+        counts = self._counts.setdefault(source, {})
+        for tick in verdicts.accepted:
+            counts[tick.symbol] = counts.get(tick.symbol, 0) + 1
         self.report.accepted += len(verdicts.accepted)
         for rejection in verdicts.rejected:
             key = (rejection.symbol or rejection.source).encode()

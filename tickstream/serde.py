@@ -20,29 +20,14 @@ EOF_CONTROL = "eof"
 TICK_FIELDS = Tick.__slots__
 
 
-def tick_row(tick: Tick) -> bytes:
-    """One tick's row, to be joined into a batch by ``join_rows``."""
+def encode_ticks(ticks: list[Tick]) -> bytes:
+    """A batch of ticks as one message value (a JSON array of rows)."""
     return orjson.dumps(
         [
-            tick.symbol,
-            tick.ts_ms,
-            tick.price,
-            tick.bid,
-            tick.ask,
-            tick.size,
-            tick.venue,
-            tick.seq,
-            tick.recv_ms,
+            (t.symbol, t.ts_ms, t.price, t.bid, t.ask, t.size, t.venue, t.seq, t.recv_ms)
+            for t in ticks
         ]
     )
-
-
-def join_rows(rows: list[bytes]) -> bytes:
-    return b"[" + b",".join(rows) + b"]"
-
-
-def encode_ticks(ticks: list[Tick]) -> bytes:
-    return join_rows([tick_row(t) for t in ticks])
 
 
 def decode(value: bytes) -> Any:

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures measured in one run; none is a test."""

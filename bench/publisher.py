@@ -1,0 +1,137 @@
+"""Publisher throughput to the local broker beside raw aiokafka send_batch, in one run.
+
+    python bench/publisher.py [--ticks 200000] [--kafka-bootstrap 127.0.0.1:9092]
+
+Both sides send the same simulated ticks with the same producer settings
+(idempotent, acks=all) to fresh topics. The raw side is the floor of what any
+Python publisher can do: pre-encoded messages, one per tick, appended straight
+into aiokafka batches. The publisher side includes everything a real source
+pays: validation (spike filter, duplicates), packing and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+
+from producers.publisher import Publisher, make_producer
+from producers.records import RawTick, Verdicts
+from producers.simulator import SimulatorConfig, generate
+from producers.validation import ValidationConfig, Validator
+from tickstream.kafka_io import ensure_topics
+from tickstream.model import Tick
+from tickstream.settings import Settings
+from tickstream.topics import Topics
+
+
+async def raw_send_batch(settings: Settings, values: list[tuple[bytes, bytes]]) -> float:
+    producer = make_producer(settings)
+    await producer.start()
+    topic = Topics(settings.namespace).ticks
+    partitions = sorted(await producer.partitions_for(topic))
+    partitioner = DefaultPartitioner()
+    started = time.perf_counter()
+    batches: dict[int, object] = {}
+    futures = []
+    for key, value in values:
+        p = partitioner(key, partitions, partitions)
+        batch = batches.get(p)
+        if batch is None:
+            batch = batches[p] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
+            futures.append(await producer.send_batch(batch, topic, partition=p))
+            batch = batches[p] = producer.create_batch()
+            batch.append(key=key, value=value, timestamp=None)  # type: ignore[attr-defined]
+    for p, batch in batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=p))
+    for f in futures:
+        await f
+    elapsed = time.perf_counter() - started
+    await producer.stop()
+    return elapsed
+
+
+class _PassThrough(Validator):
+    """Accepts every input unchecked: isolates the publisher's transport cost."""
+
+    def feed(self, raw: RawTick) -> Verdicts:
+        f = raw.fields
+        assert f is not None
+        return Verdicts(
+            [
+                Tick(
+                    f["symbol"],
+                    f["ts"],
+                    f["price"],
+                    f.get("bid"),
+                    f.get("ask"),
+                    f.get("size"),
+                    f.get("venue"),
+                    f.get("seq"),
+                    raw.recv_ms,
+                )
+            ],
+            [],
+        )
+
+
+async def publisher_run(settings: Settings, raws: list[RawTick], validate: bool = True) -> float:
+    async def source() -> AsyncIterator[RawTick]:
+        for n, raw in enumerate(raws):
+            if n % 5000 == 0:
+                await asyncio.sleep(0)
+            yield raw
+
+    validator = Validator(ValidationConfig()) if validate else _PassThrough()
+    async with Publisher(settings, validator) as publisher:
+        started = time.perf_counter()
+        report = await publisher.publish(source())
+        elapsed = time.perf_counter() - started
+    assert report.accepted + report.rejected == len(raws), report
+    return elapsed
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=200_000)
+    parser.add_argument("--kafka-bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    raws = list(generate(SimulatorConfig(count=args.ticks, seed=7)))
+    values = [(r.fields["symbol"].encode(), orjson.dumps(r.fields)) for r in raws]  # type: ignore[index]
+    print(f"{args.ticks:,} simulated ticks, broker {args.kafka_bootstrap}, {args.rounds} rounds")
+    best = {"raw": float("inf"), "transport": float("inf"), "publisher": float("inf")}
+    for round_ in range(args.rounds):
+        for name in best:
+            settings = Settings(
+                kafka_bootstrap=args.kafka_bootstrap,
+                metrics_port=0,
+                namespace=f"bench{uuid.uuid4().hex[:8]}",
+            )
+            await ensure_topics(settings)
+            if name == "raw":
+                t = await raw_send_batch(settings, values)
+            else:
+                t = await publisher_run(settings, raws, validate=name == "publisher")
+            best[name] = min(best[name], t)
+            print(f"  round {round_ + 1} {name:9s} {args.ticks / t:12,.0f} ticks/s")
+    rate = {name: args.ticks / t for name, t in best.items()}
+    print(f"raw aiokafka send_batch          : {rate['raw']:10,.0f} ticks/s (best round)")
+    print(
+        f"publisher, validation off        : {rate['transport']:10,.0f} ticks/s "
+        f"({rate['transport'] / rate['raw']:.0%} of raw)"
+    )
+    print(
+        f"publisher, full validation       : {rate['publisher']:10,.0f} ticks/s "
+        f"({rate['publisher'] / rate['raw']:.0%} of raw)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
