@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup kafka-jars lint bench clean
+.PHONY: run test setup system-deps kafka-jars lint bench clean
 
 setup: $(VENV)/.installed .cache/kafka/libs/.fetched
 
@@ -23,7 +23,11 @@ kafka-jars: .cache/kafka/libs/.fetched
 run: setup
 	$(BIN)/tickstream run $(ARGS)
 
-test: setup
+# Debian packages some tests use (prometheus, docker-compose, chromium), when missing.
+system-deps:
+	scripts/install-system-deps.sh
+
+test: setup system-deps
 	scripts/test.sh
 
 lint: setup

@@ -26,6 +26,7 @@ from producers.validation import ValidationConfig, Validator
 from sinks.clickhouse_sink import ClickHouseSink
 from tickstream import kafka_local, metrics
 from tickstream.kafka_io import ensure_topics
+from tickstream.progress import progress_printer
 from tickstream.settings import Settings, envvar
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Pipeline:
         async with Publisher(self.settings, validator) as publisher:
             report = await publisher.publish(
                 replay(ReplayConfig(path, speed=self.options.speed)),
-                progress=_progress_printer(total),
+                progress=progress_printer(total, "replay"),
             )
             await publisher.end_of_input(run_id)
         print(f"published: {report.summary()}", file=sys.stderr)
@@ -208,23 +209,3 @@ class Pipeline:
         self.sink.close()
         if self.started_broker:
             kafka_local.broker("down", self.settings.kafka_port, check=False)
-
-
-def _progress_printer(total: int):  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    last = [0.0]
-
-    def report(done: int) -> None:
-        now = time.monotonic()
-        if now - last[0] < 2.0 and done < total:
-            return
-        last[0] = now
-        rate = done / max(now - started, 1e-9)
-        eta = (total - done) / rate if rate and total > done else 0.0
-        pct = 100.0 * done / total if total else 100.0
-        print(
-            f"  replay {done:,}/{total:,} lines ({pct:.0f}%), {rate:,.0f}/s, eta {eta:.0f}s",
-            file=sys.stderr,
-        )
-
-    return report

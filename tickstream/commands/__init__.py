@@ -6,10 +6,11 @@ import click
 
 
 def register(cli: click.Group) -> None:
-    from tickstream.commands import kafka, pipeline, query
+    from tickstream.commands import kafka, pipeline, produce, query
 
     cli.add_command(kafka.kafka)
     cli.add_command(pipeline.run)
     cli.add_command(pipeline.process)
     cli.add_command(pipeline.sink)
     cli.add_command(query.query)
+    cli.add_command(produce.produce)
