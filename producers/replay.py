@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from producers.records import RawTick, wall_ms
+from producers.validation import InvalidInput, parse_ts_ms
 
 REQUIRED = ("ts", "symbol", "price")
 KNOWN = (*REQUIRED, "bid", "ask", "size", "venue", "seq")
@@ -78,12 +79,8 @@ def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Itera
 
 def _before(ts_text: str, start_ts_ms: int) -> bool:
     """True when an epoch-ms or ISO timestamp is earlier than the resume point."""
-    from tickstream.timeutil import parse_ts_ms
-
-    try:
-        return parse_ts_ms(ts_text) < start_ts_ms
-    except ValueError:
-        return False
+    ts = _ts_or_none(ts_text)
+    return ts is not None and ts < start_ts_ms
 
 
 async def replay(
@@ -108,9 +105,8 @@ async def replay(
 
 
 def _ts_or_none(text: str) -> int | None:
-    from tickstream.timeutil import parse_ts_ms
-
+    """A bad timestamp is validation's to report; pacing and resuming just skip it."""
     try:
         return parse_ts_ms(text)
-    except ValueError:
+    except InvalidInput:
         return None
