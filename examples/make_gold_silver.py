@@ -16,7 +16,8 @@ HOURS = 8
 N = 10_000
 
 
-def main(path: Path = Path(__file__).with_name("gold_silver_2026-01-26.csv")) -> None:
+def main() -> None:
+    path = Path(__file__).with_name("gold_silver_2026-01-26.csv")
     rng = random.Random(20260126)
     targets = {"XAU": (4_962.0, 5_048.0), "XAG": (103.2, 107.4)}
     price = {s: a for s, (a, _) in targets.items()}

@@ -11,6 +11,7 @@ sink knows when everything derived from that input has arrived.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -126,15 +127,22 @@ class ProcessorCore:
 
     @staticmethod
     def _count(ticks: list[Tick]) -> None:
+        """Per-batch metrics; latency is sampled on each symbol's last tick of the batch."""
         per_symbol: Counter[str] = Counter()
         newest: dict[str, int] = {}
+        last: dict[str, Tick] = {}
         for t in ticks:
             per_symbol[t.symbol] += 1
+            last[t.symbol] = t
             if t.ts_ms > newest.get(t.symbol, -1):
                 newest[t.symbol] = t.ts_ms
+        now_s = time.time()
         for symbol, n in per_symbol.items():
             metrics.PROCESSOR_TICKS.labels(symbol).inc(n)
             metrics.LAST_TICK_TS.labels("processor", symbol).set(newest[symbol] / 1000)
+            recv_ms = last[symbol].recv_ms
+            if recv_ms is not None:
+                metrics.E2E_LATENCY.labels("processor").observe(max(0.0, now_s - recv_ms / 1000))
 
     def snapshot(self) -> bytes:
         return orjson.dumps(

@@ -146,6 +146,7 @@ class Publisher:
         self._ticks_per_message = ticks_per_message
         self._linger_s = linger_ms / 1000
         self._pending: dict[str, list[Tick]] = {}
+        self._newest_ts: dict[str, int] = {}
         self._counts: dict[str, dict[str, int]] = {}  # source -> symbol -> ticks not yet counted
         self._linger_task: asyncio.Task[None] | None = None
 
@@ -180,6 +181,8 @@ class Publisher:
         for source, per_symbol in counts.items():
             for symbol, n in per_symbol.items():
                 metrics.PRODUCER_TICKS.labels(source, symbol).inc(n)
+        for symbol, ts_ms in self._newest_ts.items():
+            metrics.LAST_TICK_TS.labels("producer", symbol).set(ts_ms / 1000)
 
     async def _ship_pending(self) -> None:
         self._count_published()
@@ -234,8 +237,11 @@ class Publisher:
                 del pending[tick.symbol]
                 await self._ship(tick.symbol, rows)
         counts = self._counts.setdefault(source, {})
+        newest = self._newest_ts
         for tick in verdicts.accepted:
             counts[tick.symbol] = counts.get(tick.symbol, 0) + 1
+            if tick.ts_ms > newest.get(tick.symbol, 0):
+                newest[tick.symbol] = tick.ts_ms
         self.report.accepted += len(verdicts.accepted)
         for rejection in verdicts.rejected:
             key = (rejection.symbol or rejection.source).encode()

@@ -195,6 +195,10 @@ class ClickHouseSink:
             token = hashlib.sha1(f"{table}|{span}".encode()).hexdigest()
             await self.inserter.insert(table, rows, token)
             self._note_partitions(table, rows)
+            if table == "ticks" and rows[-1][-1] is not None:  # recv_ts of the newest row
+                metrics.E2E_LATENCY.labels("clickhouse").observe(
+                    max(0.0, time.time() - rows[-1][-1] / 1000)
+                )
         if pending.offsets and self._consumer is not None:
             await self._consumer.commit(
                 {tp: OffsetAndMetadata(off, "") for tp, off in pending.offsets.items()}
