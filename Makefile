@@ -34,7 +34,8 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
-	$(BIN)/tickstream bench all
+	$(BIN)/tickstream bench analytics
+	$(BIN)/tickstream bench publisher
 
 clean:
 	-scripts/kafka-local.sh down

@@ -65,5 +65,6 @@ async def _wait_for_leaders(
             and all(p.get("leader", -1) >= 0 for p in t["partitions"])
             for t in described
         ):
+            await asyncio.sleep(0.5)  # leaders known to metadata may still refuse a moment
             return
         await asyncio.sleep(0.1)

@@ -6,7 +6,7 @@ import click
 
 
 def register(cli: click.Group) -> None:
-    from tickstream.commands import kafka, pipeline, produce, query
+    from tickstream.commands import bench, kafka, pipeline, produce, query
 
     cli.add_command(kafka.kafka)
     cli.add_command(pipeline.run)
@@ -14,3 +14,4 @@ def register(cli: click.Group) -> None:
     cli.add_command(pipeline.sink)
     cli.add_command(query.query)
     cli.add_command(produce.produce)
+    cli.add_command(bench.bench)

@@ -1,0 +1,41 @@
+"""`tickstream bench ...`: run a benchmark from bench/ and print its figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import click
+
+from tickstream.kafka_local import ROOT
+
+NAMES = ("analytics", "gateway", "kernels", "publisher", "sink")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name", type=click.Choice(NAMES))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(name: str, args: tuple[str, ...]) -> None:
+    """Run a benchmark (figures are printed, never asserted); extra ARGS go to it.
+
+    \b
+    analytics  pure kernels vs the Faust processor vs a naive per-event agent
+    publisher  publisher vs raw aiokafka send_batch to the broker
+    sink       sink rows/s into chDB vs a bare clickhouse-connect insert
+    kernels    each analytic kernel alone on a seeded random stream
+    gateway    desk feed: 500 clients at 10,000 ticks/s, latency and CPU
+
+    Most need a broker: `tickstream kafka up` first (default 127.0.0.1:9092).
+    """
+    script = ROOT / "bench" / f"{name}.py"
+    if not script.exists():
+        raise click.ClickException(f"{script} is not there (yet)")
+    sys.exit(subprocess.call([sys.executable, str(script), *args], cwd=ROOT, env=_env_with_root()))
+
+
+def _env_with_root() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
