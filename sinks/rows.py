@@ -132,7 +132,7 @@ def _row_for(table: str, doc: dict[str, Any]) -> list[Any]:
     if table == "record_breaks":
         return [
             doc["symbol"],
-            doc["kind_detail"] if "kind_detail" in doc else doc["type"],
+            doc["record"],
             doc["ts_ms"],
             doc["price"],
             doc["level"],
