@@ -20,8 +20,10 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processors.config import analytics_config
 from processors.core import Incoming, ProcessorCore
 from processors.kernels.pipeline import AnalyticsConfig
+from processors.kernels.records import RecordSeed
 from tickstream import metrics
 from tickstream.settings import Settings
 from tickstream.topics import Topics
@@ -37,7 +39,7 @@ def create_app(
 ) -> faust.App:
     """Build the processor app; nothing is read from the environment here."""
     topics = Topics(settings.namespace)
-    config = config or AnalyticsConfig(allowed_lateness_ms=settings.allowed_lateness_ms)
+    config = config or analytics_config(settings)
     datadir = datadir or Path(".tickstream") / "faust" / settings.namespace
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -108,13 +110,43 @@ async def load_state(bootstrap: str, topic: str) -> bytes | None:
         await consumer.stop()
 
 
-def run_worker(settings: Settings, loglevel: str = "warn") -> None:
+def load_seeds(settings: Settings, from_clickhouse: bool) -> dict[str, RecordSeed]:
+    """Record history for symbols the restored state does not know yet."""
+    from processors.seeds import seeds_from_clickhouse, seeds_from_file
+    from tickstream.clickhouse import ClickHouseUnavailable, connect
+
+    if settings.record_seeds:
+        seeds = seeds_from_file(Path(settings.record_seeds))
+        log.info("record seeds from %s: %s", settings.record_seeds, ", ".join(seeds) or "none")
+        return seeds
+    if not from_clickhouse:
+        return {}
+    try:
+        client = connect(settings)
+    except ClickHouseUnavailable as exc:
+        log.warning("no record seeds from ClickHouse (%s)", exc)
+        return {}
+    try:
+        seeds = seeds_from_clickhouse(client, settings.clickhouse_database)
+    except Exception as exc:  # tables not created yet on a first deployment
+        log.info("no record seeds from ClickHouse yet (%s)", str(exc).splitlines()[0])
+        return {}
+    finally:
+        client.close()
+    log.info("record seeds from ClickHouse: %s", ", ".join(seeds) or "none")
+    return seeds
+
+
+def run_worker(
+    settings: Settings, seed_from_clickhouse: bool = True, loglevel: str = "warn"
+) -> None:
     """Run the processor until stopped (SIGINT/SIGTERM); exposes metrics if configured."""
     from tickstream.kafka_io import ensure_topics
 
     asyncio.run(ensure_topics(settings))
+    seeds = load_seeds(settings, seed_from_clickhouse)
     metrics.serve_metrics(settings.metrics_port, "processor")
-    app = create_app(settings)
+    app = create_app(settings, analytics_config(settings, seeds))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # a terminal spinner only garbles logs shared with other processes
     worker.execute_from_commandline()

@@ -23,8 +23,21 @@ _HELP = {
     "bar_interval_ms": "OHLC bar length in ms.",
     "sink_batch_rows": "Sink: most rows per ClickHouse insert.",
     "sink_flush_ms": "Sink: longest wait (ms) before a partial batch is inserted.",
+    "ticks_ttl_days": "Sink: raw ticks expire this many days after event time (0 = keep).",
     "processor_batch": "Processor: most events per batch.",
     "processor_batch_ms": "Processor: longest wait (ms) to fill a batch.",
+    "rolling_windows": "Trailing windows of rolling highs/lows (units s, m, h, d, w).",
+    "level_steps": "Round-number level grids per symbol: SYMBOL:step,step;SYMBOL:step.",
+    "level_hysteresis": "A level re-arms after price moves back by this fraction (0.001 = 0.1%).",
+    "sync_groups": "Symbols whose all-time highs are paired as sync_ath: A+B[;C+D].",
+    "sync_span_ms": "Two all-time highs within this span (ms) make a sync_ath.",
+    "divergence_pairs": "Pairs whose ratio is watched for divergence: A/B[,C/D].",
+    "divergence_clock_ms": "Common clock (ms) on which both prices of a pair are sampled.",
+    "divergence_lookback_ms": "Trailing event-time lookback (ms) of the z-score.",
+    "divergence_return_horizon_ms": "Horizon (ms) of the relative-return spread.",
+    "divergence_z_open": "A divergence window opens when |z| reaches this.",
+    "divergence_z_close": "An open divergence window closes when |z| falls below this.",
+    "record_seeds": "JSON file of known records per symbol (see README); empty = none.",
 }
 
 ALL_SETTINGS = tuple(f.name for f in fields(Settings))

@@ -46,16 +46,20 @@ class PipelineFailed(RuntimeError):
 
 def processor_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """The child process running the Faust worker, configured through TICKSTREAM_* variables."""
+    from tickstream.commands.pipeline import ANALYTICS_SETTINGS
+
     env = dict(os.environ)
-    for name in (
+    names = (
         "kafka_bootstrap",
         "namespace",
         "partitions",
-        "allowed_lateness_ms",
         "processor_batch",
         "processor_batch_ms",
         "clickhouse_url",
-    ):
+        "clickhouse_database",
+        *ANALYTICS_SETTINGS,
+    )
+    for name in names:
         env[envvar(name)] = str(getattr(settings, name))
     env[envvar("metrics_port")] = str(settings.metrics_port + 1 if settings.metrics_port else 0)
     return [sys.executable, "-m", "tickstream", "process"], env
@@ -82,8 +86,22 @@ class Pipeline:
         kafka_local.broker("up", self.settings.kafka_port)
         self.started_broker = True
 
+    async def _write_seeds(self) -> None:
+        """The sink holds the chDB directory, so read the record seeds here for the processor."""
+        if self.settings.record_seeds:
+            return
+        from processors.seeds import seeds_from_clickhouse, seeds_to_json
+
+        ch = self.sink.ch
+        seeds = await ch.run(seeds_from_clickhouse, ch.client, self.settings.clickhouse_database)
+        path = Path(".tickstream") / f"record-seeds-{self.settings.namespace}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(seeds_to_json(seeds))
+        self.settings = self.settings.replace(record_seeds=str(path))
+
     def start_processor(self) -> None:
         command, env = processor_command(self.settings)
+        env["TICKSTREAM_SEED_FROM_CLICKHOUSE"] = "0"
         self.processor = subprocess.Popen(command, env=env)
         log.info("stream processor started (pid %d)", self.processor.pid)
 
@@ -98,8 +116,9 @@ class Pipeline:
         try:
             await ensure_topics(self.settings)
             port = metrics.serve_metrics(self.settings.metrics_port, "producer+sink")
-            self.start_processor()
             await self.sink.start()
+            await self._write_seeds()
+            self.start_processor()
             self._print_banner(port)
             sink_task = asyncio.create_task(self.sink.run(), name="sink")
             try:

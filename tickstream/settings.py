@@ -78,8 +78,21 @@ class Settings:
     bar_interval_ms: int = 60_000
     sink_batch_rows: int = 50_000
     sink_flush_ms: int = 1_000
+    ticks_ttl_days: int = 0
     processor_batch: int = 5_000
     processor_batch_ms: int = 200
+    rolling_windows: str = "1h,1d,7d,52w"
+    level_steps: str = "XAU:100,1000;XAG:1,10"
+    level_hysteresis: float = 0.001
+    sync_groups: str = "XAU+XAG"
+    sync_span_ms: int = 86_400_000
+    divergence_pairs: str = "XAU/XAG"
+    divergence_clock_ms: int = 60_000
+    divergence_lookback_ms: int = 20 * 86_400_000
+    divergence_return_horizon_ms: int = 86_400_000
+    divergence_z_open: float = 2.0
+    divergence_z_close: float = 1.0
+    record_seeds: str = ""
 
     def __post_init__(self) -> None:
         if not _NAMESPACE_RE.match(self.namespace):
@@ -104,8 +117,72 @@ class Settings:
             raise ConfigError("bar_interval_ms", "must be a whole number of seconds")
         if self.allowed_lateness_ms < 0:
             raise ConfigError("allowed_lateness_ms", "must be >= 0")
+        if self.ticks_ttl_days < 0:
+            raise ConfigError("ticks_ttl_days", "must be 0 (keep forever) or a number of days")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", "must be 0 (off) or a TCP port")
+        for name in ("rolling_windows", "level_steps", "sync_groups", "divergence_pairs"):
+            getattr(self, f"parsed_{name}")()
+        if not 0 <= self.level_hysteresis < 1:
+            raise ConfigError("level_hysteresis", "must be in [0, 1), e.g. 0.001 for 0.1%")
+        if not 0 <= self.divergence_z_close <= self.divergence_z_open:
+            raise ConfigError("divergence_z_close", "need 0 <= z_close <= z_open")
+        clock = self.divergence_clock_ms
+        _positive(self, "divergence_clock_ms")
+        for name in ("divergence_lookback_ms", "divergence_return_horizon_ms"):
+            value = getattr(self, name)
+            if value < clock or value % clock:
+                raise ConfigError(
+                    name, f"must be a positive multiple of divergence_clock_ms ({clock})"
+                )
+        if self.record_seeds and not Path(self.record_seeds).is_file():
+            raise ConfigError("record_seeds", f"{self.record_seeds!r} is not a file")
+
+    def parsed_rolling_windows(self) -> dict[str, int]:
+        """'1h,1d,7d,52w' -> {'1h': 3600000, ...}; units s, m, h, d, w."""
+        out: dict[str, int] = {}
+        for label in _items(self.rolling_windows, ","):
+            match = re.fullmatch(r"(\d+)([smhdw])", label)
+            if not match:
+                raise ConfigError("rolling_windows", f"{label!r} is not like 1h, 30m, 7d, 52w")
+            out[label] = int(match[1]) * _UNIT_MS[match[2]]
+        if not out:
+            raise ConfigError("rolling_windows", "name at least one window")
+        return out
+
+    def parsed_level_steps(self) -> dict[str, tuple[float, ...]]:
+        """'XAU:100,1000;XAG:1,10' -> {'XAU': (100.0, 1000.0), 'XAG': (1.0, 10.0)}."""
+        out: dict[str, tuple[float, ...]] = {}
+        for item in _items(self.level_steps, ";"):
+            symbol, sep, steps = item.partition(":")
+            try:
+                values = tuple(float(v) for v in _items(steps, ","))
+            except ValueError:
+                values = ()
+            if not sep or not symbol.strip() or not values or any(v <= 0 for v in values):
+                raise ConfigError("level_steps", f"{item!r} is not like XAU:100,1000")
+            out[symbol.strip()] = values
+        return out
+
+    def parsed_sync_groups(self) -> list[tuple[str, ...]]:
+        """'XAU+XAG;XPT+XPD' -> [('XAU', 'XAG'), ('XPT', 'XPD')]."""
+        groups = [tuple(s.strip() for s in g.split("+")) for g in _items(self.sync_groups, ";")]
+        for group in groups:
+            if len(set(group)) < 2 or not all(group):
+                raise ConfigError(
+                    "sync_groups", f"{'+'.join(group)!r} needs two symbols, e.g. XAU+XAG"
+                )
+        return groups
+
+    def parsed_divergence_pairs(self) -> list[tuple[str, str]]:
+        """'XAU/XAG,XPT/XAU' -> [('XAU', 'XAG'), ('XPT', 'XAU')]."""
+        pairs: list[tuple[str, str]] = []
+        for item in _items(self.divergence_pairs, ","):
+            a, sep, b = item.partition("/")
+            if not sep or not a.strip() or not b.strip() or a.strip() == b.strip():
+                raise ConfigError("divergence_pairs", f"{item!r} is not like XAU/XAG")
+            pairs.append((a.strip(), b.strip()))
+        return pairs
 
     @property
     def kafka_port(self) -> int:
@@ -119,6 +196,13 @@ class Settings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return Settings(**values)  # type: ignore[arg-type]
+
+
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def _items(text: str, sep: str) -> list[str]:
+    return [part.strip() for part in text.split(sep) if part.strip()]
 
 
 def _positive(settings: Settings, name: str, upper: int | None = None) -> None:

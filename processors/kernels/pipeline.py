@@ -11,8 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from processors.kernels.divergence import DivergenceConfig, DivergenceKernel
 from processors.kernels.ohlc import OhlcConfig, OhlcKernel
 from processors.kernels.ordering import Reorderer
+from processors.kernels.records import RecordConfig, RecordKernel
+from processors.kernels.rolling import RollingConfig, RollingKernel
 from tickstream.model import Tick
 
 
@@ -32,6 +35,9 @@ class Kernel(Protocol):
 class AnalyticsConfig:
     allowed_lateness_ms: int = 2_000
     ohlc: OhlcConfig = field(default_factory=OhlcConfig)
+    rolling: RollingConfig = field(default_factory=RollingConfig)
+    records: RecordConfig = field(default_factory=RecordConfig)
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
 
 
 @dataclass(slots=True)
@@ -46,7 +52,12 @@ class Analytics:
     def __init__(self, config: AnalyticsConfig | None = None) -> None:
         self.config = config or AnalyticsConfig()
         self.ordering = Reorderer(self.config.allowed_lateness_ms)
-        self.kernels: dict[str, Kernel] = {"ohlc": OhlcKernel(self.config.ohlc)}
+        self.kernels: dict[str, Kernel] = {
+            "ohlc": OhlcKernel(self.config.ohlc),
+            "rolling": RollingKernel(self.config.rolling),
+            "records": RecordKernel(self.config.records),
+            "divergence": DivergenceKernel(self.config.divergence),
+        }
 
     def update(self, ticks: Iterable[Tick]) -> StepResult:
         released, late = self.ordering.push(ticks)

@@ -58,21 +58,54 @@ def run(replay: Path | None, until_drained: bool, speed: float, **values: object
     sys.exit(code)
 
 
+ANALYTICS_SETTINGS = (
+    "allowed_lateness_ms",
+    "bar_interval_ms",
+    "rolling_windows",
+    "level_steps",
+    "level_hysteresis",
+    "sync_groups",
+    "sync_span_ms",
+    "divergence_pairs",
+    "divergence_clock_ms",
+    "divergence_lookback_ms",
+    "divergence_return_horizon_ms",
+    "divergence_z_open",
+    "divergence_z_close",
+    "record_seeds",
+)
+
+
 @click.command()
+@click.option(
+    "--seed-from-clickhouse/--no-seed-from-clickhouse",
+    default=True,
+    envvar="TICKSTREAM_SEED_FROM_CLICKHOUSE",
+    show_envvar=True,
+    show_default=True,
+    help="Without --record-seeds, read known records from ClickHouse at start.",
+)
 @settings_options(
     "kafka_bootstrap",
     "namespace",
     "partitions",
     "metrics_port",
-    "allowed_lateness_ms",
     "processor_batch",
     "processor_batch_ms",
+    "clickhouse_url",
+    "clickhouse_database",
+    *ANALYTICS_SETTINGS,
 )
-def process(**values: object) -> None:
-    """Run the stream processor (a Faust worker) until SIGINT/SIGTERM."""
+def process(seed_from_clickhouse: bool, **values: object) -> None:
+    """Run the stream processor (a Faust worker) until SIGINT/SIGTERM.
+
+    Its state (kernel snapshots and input offsets) lives on a compacted Kafka
+    topic, so a restarted worker resumes exactly where it stopped. Record seeds
+    only matter for symbols that state does not know yet.
+    """
     from processors.app import run_worker
 
-    run_worker(pop_settings(values))
+    run_worker(pop_settings(values), seed_from_clickhouse)
 
 
 @click.command()
@@ -85,6 +118,7 @@ def process(**values: object) -> None:
     "metrics_port",
     "sink_batch_rows",
     "sink_flush_ms",
+    "ticks_ttl_days",
 )
 def sink(**values: object) -> None:
     """Run the ClickHouse sink until SIGINT/SIGTERM (commits offsets only after inserts)."""
