@@ -107,6 +107,47 @@ E2E_LATENCY = Histogram(
 )
 
 
+# desk feed gateway (sinks/gateway)
+GATEWAY_CLIENTS = Gauge("tickstream_gateway_clients", "Desk clients connected to the gateway.")
+GATEWAY_MESSAGES_SENT = Counter(
+    "tickstream_gateway_messages_sent_total",
+    "Frames written to desk clients, by frame type.",
+    ["kind"],
+)
+GATEWAY_TICKS_CONFLATED = Counter(
+    "tickstream_gateway_ticks_conflated_total",
+    "Ticks superseded by a newer tick of the same symbol within a conflation interval.",
+)
+GATEWAY_TICKS_DROPPED = Counter(
+    "tickstream_gateway_ticks_dropped_total",
+    "Ticks queued for a client that was disconnected as a slow consumer.",
+)
+GATEWAY_SLOW_DISCONNECTS = Counter(
+    "tickstream_gateway_slow_disconnects_total",
+    "Clients disconnected because their send buffer went over the limit.",
+)
+GATEWAY_SEND_LATENCY = Histogram(
+    "tickstream_gateway_send_latency_seconds",
+    "Time from a message's creation (its Kafka timestamp) to its write to a client socket.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+GATEWAY_REFUSED = Counter(
+    "tickstream_gateway_refused_total",
+    "Connections refused at the handshake (missing or unknown token).",
+    ["reason"],
+)
+GATEWAY_CLIENT_ERRORS = Counter(
+    "tickstream_gateway_client_errors_total",
+    "Error frames sent for client messages (bad JSON, unknown op, forbidden symbol...).",
+    ["error"],
+)
+GATEWAY_UNDECODABLE = Counter(
+    "tickstream_gateway_undecodable_total",
+    "Kafka messages the gateway could not decode, by topic role.",
+    ["topic"],
+)
+
 def serve_metrics(port: int, component: str) -> int:
     """Expose /metrics on ``port`` (0 = off); returns the port in use."""
     if port <= 0:

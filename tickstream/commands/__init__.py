@@ -13,5 +13,6 @@ def register(cli: click.Group) -> None:
     cli.add_command(pipeline.process)
     cli.add_command(pipeline.sink)
     cli.add_command(query.query)
+    cli.add_command(__import__("tickstream.commands.gateway").commands.gateway.gateway)
     cli.add_command(produce.produce)
     cli.add_command(bench.bench)

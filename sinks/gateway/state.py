@@ -1,0 +1,175 @@
+"""What a desk sees on joining: the current state, and the signal log replays come from.
+
+Pure: the server applies every decoded tick and row here, in consumption order, and asks
+for a snapshot filtered by a client's subscription and access.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from sinks.gateway.protocol import (
+    TICK_FIELDS,
+    Delta,
+    event_ts,
+    record_kind,
+    signal_identity,
+)
+
+# the record kernel's default level grids (processors/kernels/records.py); the steps seen
+# in record_break rows are added to these
+DEFAULT_LEVEL_STEPS: Mapping[str, Sequence[float]] = {"XAU": (100.0, 1000.0), "XAG": (1.0, 10.0)}
+
+Wants = Callable[[str, str], bool]  # (subscription kind, key) -> delivered?
+
+
+class BoardState:
+    """Last price per symbol, last bar, current rolling highs, ATH and open windows."""
+
+    def __init__(self, level_steps: Mapping[str, Sequence[float]] | None = None) -> None:
+        self.last: dict[str, list[Any]] = {}  # symbol -> tick row (newest event time)
+        self.bars: dict[str, dict[str, Any]] = {}  # symbol -> newest bar
+        self.rolling: dict[str, dict[str, dict[str, Any]]] = {}  # symbol -> window -> row
+        self.ath: dict[str, dict[str, Any]] = {}  # symbol -> {price, ts_ms, source}
+        self.open_windows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self.steps: dict[str, set[float]] = {
+            s: set(v) for s, v in (level_steps or DEFAULT_LEVEL_STEPS).items()
+        }
+
+    # ---- updates
+
+    def apply_tick(self, row: list[Any]) -> None:
+        symbol, ts_ms, price = row[0], row[1], row[2]
+        last = self.last.get(symbol)
+        if last is None or ts_ms >= last[1]:
+            self.last[symbol] = row
+        ath = self.ath.get(symbol)
+        if ath is None or price > ath["price"]:
+            self.ath[symbol] = {"price": price, "ts_ms": ts_ms, "source": "tick"}
+
+    def apply_row(self, kind: str, row: Mapping[str, Any]) -> None:
+        """A row of subscription kind ``kind`` (bars, rolling_highs, record_breaks, ...)."""
+        if kind == "bars":
+            symbol = row["symbol"]
+            bar = self.bars.get(symbol)
+            if bar is None or row["ts_ms"] >= bar["ts_ms"]:
+                self.bars[symbol] = dict(row)
+        elif kind == "rolling_highs":
+            windows = self.rolling.setdefault(row["symbol"], {})
+            current = windows.get(row["window"])
+            if current is None or row["ts_ms"] >= current["ts_ms"]:
+                windows[row["window"]] = dict(row)
+        elif kind == "record_breaks":
+            symbol = row["symbol"]
+            step = row.get("step")
+            if step and record_kind(row) in ("level_up", "level_down"):
+                self.steps.setdefault(symbol, set()).add(float(step))
+            if record_kind(row) == "ath":
+                ath = self.ath.get(symbol)
+                price = row["price"]
+                if (
+                    ath is None
+                    or price > ath["price"]
+                    or (price == ath["price"] and ath["source"] == "tick")
+                ):
+                    self.ath[symbol] = {"price": price, "ts_ms": row["ts_ms"], "source": "record"}
+        elif kind == "divergence_windows":
+            ident = (row.get("pair"), row.get("metric"), row.get("opened_at_ms"))
+            if row.get("closed_at_ms") is None:
+                self.open_windows[ident] = dict(row)
+            else:
+                self.open_windows.pop(ident, None)
+
+    # ---- snapshot
+
+    def snapshot(self, wants: Wants, now_ms: int) -> dict[str, Any]:
+        """The current state a client subscribed to (``wants`` combines subscription and access).
+
+        ``ath`` and ``levels`` come with ticks or record_breaks subscriptions.
+        """
+        out: dict[str, Any] = {"type": "snapshot", "as_of_ms": now_ms}
+        out["ticks"] = {
+            s: {"type": "tick", **dict(zip(TICK_FIELDS, row, strict=False))}
+            for s, row in sorted(self.last.items())
+            if wants("ticks", s)
+        }
+        out["bars"] = {
+            s: _framed("bar", r) for s, r in sorted(self.bars.items()) if wants("bars", s)
+        }
+        out["rolling_highs"] = {
+            s: {w: _framed("rolling_high", r) for w, r in sorted(ws.items())}
+            for s, ws in sorted(self.rolling.items())
+            if wants("rolling_highs", s)
+        }
+
+        def either(s: str) -> bool:
+            return wants("ticks", s) or wants("record_breaks", s)
+
+        out["ath"] = {s: dict(a) for s, a in sorted(self.ath.items()) if either(s)}
+        out["levels"] = {s: sorted(v) for s, v in sorted(self.steps.items()) if v and either(s)}
+        out["divergence_windows"] = [
+            _framed("divergence_window", r)
+            for _, r in sorted(self.open_windows.items(), key=lambda kv: repr(kv[0]))
+            if wants("divergence_windows", r.get("pair", ""))
+        ]
+        return out
+
+
+def _framed(frame_type: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": frame_type, **{k: v for k, v in row.items() if k != "kind"}}
+
+
+class SignalLog:
+    """Every signal consumed so far (record breaks, window changes), deduplicated, bounded.
+
+    The gateway reads the signals topic from its beginning into this log; a subscribe with
+    ``since_ms`` replays the matching entries, and live signals continue from the log's
+    head in the same event-loop step, so there is neither gap nor duplicate. Each entry has
+    a sequence number (1, 2, ...); a signal whose identity is already in the log (a
+    processor restart re-sending it) is refused.
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be > 0")
+        self.capacity = capacity
+        self._entries: deque[tuple[int, Delta]] = deque()  # (event ts, delta)
+        self._identities: set[tuple[Any, ...]] = set()
+        self._ident_of: dict[int, tuple[Any, ...]] = {}
+        self.head = 0  # sequence number of the newest entry
+        self.evicted_before_ms: int | None = None  # newest event time evicted, if any
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(
+        self, kind: str, row: Mapping[str, Any], delta_factory: Callable[[int], Delta]
+    ) -> Delta | None:
+        """Append a signal; returns its delta (with its sequence number), None if a duplicate."""
+        ident = signal_identity(kind, row)
+        if ident in self._identities:
+            return None
+        self.head += 1
+        delta = delta_factory(self.head)
+        ts = event_ts(kind, row)
+        self._entries.append((ts, delta))
+        self._identities.add(ident)
+        self._ident_of[self.head] = ident
+        while len(self._entries) > self.capacity:
+            old_ts, old = self._entries.popleft()
+            self._identities.discard(self._ident_of.pop(old.seq))
+            if self.evicted_before_ms is None or old_ts > self.evicted_before_ms:
+                self.evicted_before_ms = old_ts
+        return delta
+
+    def since(self, since_ms: int) -> Iterator[Delta]:
+        """Entries with event time >= since_ms, in log order."""
+        for ts, delta in self._entries:
+            if ts >= since_ms:
+                yield delta
+
+    def complete_since(self, since_ms: int) -> bool:
+        """False when entries at or after since_ms may have been evicted."""
+        return self.evicted_before_ms is None or self.evicted_before_ms < since_ms
