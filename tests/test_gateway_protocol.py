@@ -37,6 +37,9 @@ def test_parse_subscribe_variants() -> None:
         frozenset({"XAU"}), frozenset(KINDS)
     )
     assert parse_message('{"op":"snapshot"}') == SnapshotRequest()
+    assert parse_message('{"op":"snapshot","history":true}') == SnapshotRequest(True)
+    cmd = parse_message('{"op":"subscribe","symbols":["XAU"],"history":true}')
+    assert isinstance(cmd, Subscribe) and cmd.history
     assert parse_message('{"op":"heartbeat"}') == Heartbeat()
 
 
@@ -61,6 +64,7 @@ def test_parse_subscribe_variants() -> None:
         (b'{"op":"subscribe","symbols":["XAU"],"since_ms":-1}', "bad_request"),
         (b'{"op":"subscribe","symbols":["XAU"],"since_ms":"0"}', "bad_request"),
         (b'{"op":"subscribe","symbols":["XAU"],"since_ms":true}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"history":1}', "bad_request"),
         (b'{"op":"subscribe","symbols":["' + b"X" * 65 + b'"]}', "bad_request"),
     ],
 )
@@ -278,6 +282,13 @@ def test_board_state_snapshot() -> None:
     assert snap["rolling_highs"]["XAU"]["1h"]["high"] == 4999.0
     assert [w["metric"] for w in snap["divergence_windows"]] == ["ratio"]
     assert snap["levels"]["XAG"] == [1.0, 5.0, 10.0]
+    assert "history" not in snap
+    hist = st.snapshot(_all, 42, history=True)["history"]
+    assert hist["XAU"] == [[2_000, 4990.0]]  # the older tick is no point of the chart
+    st.apply_tick(["XAU", 2_400, 4991.0, None, None, None, None, 3, None])  # same second
+    st.apply_tick(["XAU", 3_100, 4992.0, None, None, None, None, 4, None])
+    hist = st.snapshot(_all, 42, history=True)["history"]
+    assert hist["XAU"] == [[2_400, 4991.0], [3_100, 4992.0]]
     # an ath record row is authoritative at equal price and raises the ATH above ticks
     st.apply_row("record_breaks", {**RB, "record": "ath", "price": 4999.0, "ts_ms": 999})
     assert st.ath["XAU"] == {"price": 4999.0, "ts_ms": 999, "source": "record"}

@@ -5,9 +5,10 @@ asks it what to send to whom. See docs/gateway.md for the protocol as a client s
 
 Client -> server (JSON text frames)::
 
-    {"op": "subscribe", "symbols": ["XAU", "XAG"] | "*", "kinds": [...] | "*", "since_ms": 0}
+    {"op": "subscribe", "symbols": ["XAU", "XAG"] | "*", "kinds": [...] | "*", "since_ms": 0,
+     "history": false}
     {"op": "unsubscribe", "symbols": [...] | "*", "kinds": [...] | "*"}
-    {"op": "snapshot"}
+    {"op": "snapshot", "history": false}
     {"op": "heartbeat"}
 
 Server -> client: ``snapshot``, ``tick``, ``bar``, ``rolling_high``, ``record_break``,
@@ -74,6 +75,7 @@ class Subscribe:
     symbols: frozenset[str] | None  # None = every symbol ("*")
     kinds: frozenset[str]
     since_ms: int | None = None
+    history: bool = False  # snapshot with recent price points per symbol (for charts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRequest:
-    pass
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +112,13 @@ def parse_message(raw: str | bytes) -> Command:
             raise ProtocolError("bad_request", "since_ms must be an integer >= 0 (epoch ms)")
         if "symbols" not in doc:
             raise ProtocolError("bad_request", "subscribe needs 'symbols': a list or \"*\"")
-        return Subscribe(_symbols(doc["symbols"]), _kinds(doc.get("kinds", ALL)), since)
+        return Subscribe(
+            _symbols(doc["symbols"]), _kinds(doc.get("kinds", ALL)), since, _flag(doc, "history")
+        )
     if op == "unsubscribe":
         return Unsubscribe(_symbols(doc.get("symbols", ALL)), _kinds(doc.get("kinds", ALL)))
     if op == "snapshot":
-        return SnapshotRequest()
+        return SnapshotRequest(_flag(doc, "history"))
     if op == "heartbeat":
         return Heartbeat()
     if op is None:
@@ -123,6 +127,13 @@ def parse_message(raw: str | bytes) -> Command:
         "unknown_op",
         f"{str(op)[:40]!r} is not one of subscribe, unsubscribe, snapshot, heartbeat",
     )
+
+
+def _flag(doc: dict[str, Any], name: str) -> bool:
+    value = doc.get(name, False)
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_request", f"'{name}' must be true or false")
+    return value
 
 
 def _symbols(value: Any) -> frozenset[str] | None:

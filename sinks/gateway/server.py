@@ -590,7 +590,7 @@ class Gateway:
                 client.access.check(cmd.symbols)
                 client.sub.subscribe(cmd.symbols, cmd.kinds)
                 client.ticks_on = "ticks" in client.sub.kinds()
-                self._send_snapshot(client)
+                self._send_snapshot(client, cmd.history)
                 if cmd.since_ms is not None:
                     self._replay(client, cmd.since_ms)
             elif isinstance(cmd, Unsubscribe):
@@ -601,7 +601,7 @@ class Gateway:
                     "control",
                 )
             elif isinstance(cmd, SnapshotRequest):
-                self._send_snapshot(client)
+                self._send_snapshot(client, cmd.history)
             elif isinstance(cmd, Heartbeat):
                 client.respond(heartbeat_frame(_now_ms()), "heartbeat")
         except ProtocolError as exc:
@@ -609,9 +609,9 @@ class Gateway:
             metrics.GATEWAY_CLIENT_ERRORS.labels(exc.error).inc()
             client.respond(error_frame(exc.error, exc.detail), "error")
 
-    def _send_snapshot(self, client: _Client) -> None:
+    def _send_snapshot(self, client: _Client, history: bool = False) -> None:
         client.in_snapshot = self.ticks.pending()
-        snap = self.state.snapshot(client.wants, _now_ms())
+        snap = self.state.snapshot(client.wants, _now_ms(), history)
         snap["subscription"] = client.sub.describe()
         client.respond(orjson.dumps(snap), "snapshot")
 

@@ -28,8 +28,17 @@ Wants = Callable[[str, str], bool]  # (subscription kind, key) -> delivered?
 class BoardState:
     """Last price per symbol, last bar, current rolling highs, ATH and open windows."""
 
-    def __init__(self, level_steps: Mapping[str, Sequence[float]] | None = None) -> None:
+    def __init__(
+        self,
+        level_steps: Mapping[str, Sequence[float]] | None = None,
+        history_points: int = 600,
+        history_spacing_ms: int = 1_000,
+    ) -> None:
         self.last: dict[str, list[Any]] = {}  # symbol -> tick row (newest event time)
+        # symbol -> recent [ts_ms, price] points, at most one per spacing (the latest in it)
+        self.history: dict[str, deque[list[Any]]] = {}
+        self.history_points = history_points
+        self.history_spacing_ms = history_spacing_ms
         self.bars: dict[str, dict[str, Any]] = {}  # symbol -> newest bar
         self.rolling: dict[str, dict[str, dict[str, Any]]] = {}  # symbol -> window -> row
         self.ath: dict[str, dict[str, Any]] = {}  # symbol -> {price, ts_ms, source}
@@ -45,6 +54,14 @@ class BoardState:
         last = self.last.get(symbol)
         if last is None or ts_ms >= last[1]:
             self.last[symbol] = row
+            points = self.history.get(symbol)
+            if points is None:
+                points = self.history[symbol] = deque(maxlen=self.history_points)
+            spacing = self.history_spacing_ms
+            if points and ts_ms // spacing == points[-1][0] // spacing:
+                points[-1] = [ts_ms, price]
+            else:
+                points.append([ts_ms, price])
         ath = self.ath.get(symbol)
         if ath is None or price > ath["price"]:
             self.ath[symbol] = {"price": price, "ts_ms": ts_ms, "source": "tick"}
@@ -84,10 +101,11 @@ class BoardState:
 
     # ---- snapshot
 
-    def snapshot(self, wants: Wants, now_ms: int) -> dict[str, Any]:
+    def snapshot(self, wants: Wants, now_ms: int, history: bool = False) -> dict[str, Any]:
         """The current state a client subscribed to (``wants`` combines subscription and access).
 
-        ``ath`` and ``levels`` come with ticks or record_breaks subscriptions.
+        ``ath`` and ``levels`` come with ticks or record_breaks subscriptions; ``history``
+        (recent [ts_ms, price] points of the ticks subscribed) only when asked for.
         """
         out: dict[str, Any] = {"type": "snapshot", "as_of_ms": now_ms}
         out["ticks"] = {
@@ -95,6 +113,10 @@ class BoardState:
             for s, row in sorted(self.last.items())
             if wants("ticks", s)
         }
+        if history:
+            out["history"] = {
+                s: list(points) for s, points in sorted(self.history.items()) if wants("ticks", s)
+            }
         out["bars"] = {
             s: _framed("bar", r) for s, r in sorted(self.bars.items()) if wants("bars", s)
         }
