@@ -98,7 +98,9 @@ async def load_state(bootstrap: str, topic: str) -> bytes | None:
         end = (await consumer.end_offsets([tp]))[tp]
         if end == 0:
             return None
-        await consumer.seek_to_beginning(tp)
+        # seek() is immediate; seek_to_beginning() is lazy and position() could still report
+        # the end, so the loop below read nothing and the state was silently not restored
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
         last: bytes | None = None
         while await consumer.position(tp) < end:
             batches = await consumer.getmany(tp, timeout_ms=1000)
