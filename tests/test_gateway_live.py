@@ -539,3 +539,47 @@ async def test_tls(kafka_bootstrap: str, namespace: str, tmp_path: Path) -> None
                 pass
     finally:
         await gw.stop()
+
+
+async def test_command_serves_and_stops_on_sigterm(
+    kafka_bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import sys
+
+    port_sock = socket.socket()
+    port_sock.bind(("127.0.0.1", 0))
+    port = port_sock.getsockname()[1]
+    port_sock.close()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# desks\nfile-token XAU\n")
+    env = {
+        **os.environ,
+        "TICKSTREAM_GATEWAY_PORT": str(port),
+        "TICKSTREAM_GATEWAY_TOKENS_FILE": str(tokens),
+        "TICKSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "TICKSTREAM_NAMESPACE": namespace,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tickstream", "gateway", env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(WAIT):
+            while True:
+                try:
+                    async with connect(f"ws://127.0.0.1:{port}/ws?token=file-token") as ws:
+                        snap = await subscribe(ws, symbols=["XAU"])
+                        assert snap["subscription"]["ticks"] == {"symbols": ["XAU"]}
+                        break
+                except OSError:
+                    await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(WAIT):
+            _, stderr = await proc.communicate()
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

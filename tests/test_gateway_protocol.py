@@ -323,3 +323,28 @@ def test_signal_log_dedupes_replays_and_evicts() -> None:
     # an evicted identity may come in again (bounded memory), with a new sequence number
     again = log.add("record_breaks", RB, _delta("record_breaks", RB))
     assert again is not None and again.seq == 5
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_command_help_and_refusals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from tickstream.commands.gateway import gateway
+
+    runner = CliRunner()
+    result = runner.invoke(gateway, ["--help"])
+    assert result.exit_code == 0
+    for name in ("TICKSTREAM_GATEWAY_PORT", "TICKSTREAM_GATEWAY_TOKENS_FILE", "--conflation-ms"):
+        assert name in result.output
+    result = runner.invoke(gateway, [], env={"TICKSTREAM_GATEWAY_TOKENS": ""})
+    assert result.exit_code == 2 and "no access token" in result.output
+    result = runner.invoke(gateway, ["--tokens", "bad/token"])
+    assert result.exit_code == 2 and "URL-safe" in result.output
+    bogus = tmp_path / "cert.pem"
+    bogus.write_text("not a certificate")
+    result = runner.invoke(gateway, ["--tokens", "t", "--tls-cert", str(bogus)])
+    assert result.exit_code == 2 and "--tls-cert" in result.output
+    result = runner.invoke(gateway, ["--tokens", "t", "--port", "70000"])
+    assert result.exit_code == 2

@@ -311,6 +311,7 @@ class Gateway:
             "signal_head": self.log.head,
             "cpu_user_s": usage.ru_utime,
             "cpu_system_s": usage.ru_stime,
+            "max_rss_mb": usage.ru_maxrss / 1024,
         }
 
     # ------------------------------------------------------------------ Kafka side
