@@ -583,3 +583,45 @@ async def test_command_serves_and_stops_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_garbage_on_the_topics_is_counted_not_fatal(gateway: Gateway, feed: Feed) -> None:
+    topics = feed.topics
+    for topic, value in [
+        (topics.ticks, b"\x00 not json"),
+        (topics.ticks, orjson.dumps([["XAU", "yesterday", 1.0]])),
+        (topics.ticks, orjson.dumps({"kind": "tick"})),
+        (topics.aggregates, orjson.dumps({"kind": "candle", "symbol": "XAU"})),
+        (topics.signals, orjson.dumps({"kind": "record_break", "record": "ath", "price": 1.0})),
+        (topics.signals, orjson.dumps([1, 2, 3])),
+    ]:
+        await feed.producer.send(topic, value)
+    await feed.producer.flush()
+    async with connect(url(gateway)) as ws:
+        await subscribe(ws, symbols="*")
+        await feed.ticks([tick("XAU", 1_000, 5000.0, 1)])
+        frame = await recv(ws)
+        assert frame["type"] == "tick" and frame["seq"] == 1
+    assert gateway.counts["undecodable"] == 8  # the [1, 2, 3] message holds three non-rows
+    assert gateway.log.head == 0  # nothing malformed reached the replay log
+
+
+async def test_client_asking_without_reading_is_cut_off(
+    kafka_bootstrap: str, namespace: str, feed: Feed
+) -> None:
+    await feed.ticks([tick(f"S{i:03d}", 1_000, 100.0 + i, 1, "V" * 500) for i in range(200)])
+    gw = await started(config(kafka_bootstrap, namespace, max_send_buffer=64 << 10))
+    try:
+        sock = _small_receive_buffer_socket(gw.port)
+        async with connect(url(gw), sock=sock, max_queue=1) as ws:
+            request = orjson.dumps({"op": "subscribe", "symbols": "*", "kinds": ["ticks"]}).decode()
+            async with asyncio.timeout(WAIT):
+                while gw.counts["slow_disconnects"] == 0:
+                    await ws.send(request)  # ~100 KB of snapshot each, never read
+                    await asyncio.sleep(0.01)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await recv(ws)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+    finally:
+        await gw.stop()

@@ -12,6 +12,7 @@ from sinks.gateway.protocol import (
     Delta,
     Heartbeat,
     ProtocolError,
+    SeqSet,
     SnapshotRequest,
     Subscribe,
     Subscription,
@@ -210,6 +211,22 @@ def test_delta_encodes_once_with_creation_stamp() -> None:
     }
     s = Delta("record_breaks", "XAU", None, doc=row_frame("record_breaks", RB), seq=4)
     assert orjson.loads(s.data())["signal_seq"] == 4
+
+
+# ------------------------------------------------------------------ delivered signals
+
+
+def test_seq_set_bitmap_with_trim() -> None:
+    seen = SeqSet()
+    for seq in (1, 2, 3, 9, 100, 5_000):
+        seen.add(seq)
+    assert all(s in seen for s in (1, 2, 3, 9, 100, 5_000))
+    assert not any(s in seen for s in (0, 4, 8, 10, 99, 4_999, 5_001, 10**9))
+    assert len(seen) == 6
+    seen.trim(97)  # forget below 97 (whole bytes: 1..96 go)
+    assert 9 not in seen and 100 in seen and 5_000 in seen
+    seen.add(5)  # older than the base: ignored, not an error
+    assert 5 not in seen and len(seen) == 2
 
 
 # ------------------------------------------------------------------ conflation

@@ -460,6 +460,49 @@ def heartbeat_frame(now_ms: int) -> bytes:
     return orjson.dumps({"type": "heartbeat", "ts_ms": now_ms})
 
 
+# --------------------------------------------------------------------------- delivered signals
+
+
+class SeqSet:
+    """The signal sequence numbers one client received: a bitmap from a moving base.
+
+    One bit per signal of the log (25 KB for 200,000 signals), so a later replay can skip
+    what the client already has; ``trim`` forgets the numbers the log no longer holds.
+    """
+
+    __slots__ = ("_base", "_bits")
+
+    def __init__(self) -> None:
+        self._base = 1  # sequence number of bit 0 (a multiple of 8, plus 1)
+        self._bits = bytearray()
+
+    def add(self, seq: int) -> None:
+        i = seq - self._base
+        if i < 0:
+            return  # older than what is tracked: the log has evicted it anyway
+        byte = i >> 3
+        if byte >= len(self._bits):
+            self._bits.extend(bytes(byte + 1 - len(self._bits)))
+        self._bits[byte] |= 1 << (i & 7)
+
+    def __contains__(self, seq: int) -> bool:
+        i = seq - self._base
+        if i < 0:
+            return False
+        byte = i >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (i & 7)))
+
+    def trim(self, oldest: int) -> None:
+        """Forget sequence numbers below ``oldest`` (whole bytes only)."""
+        drop = (oldest - self._base) >> 3
+        if drop > 0:
+            del self._bits[:drop]
+            self._base += drop * 8
+
+    def __len__(self) -> int:
+        return sum(bin(b).count("1") for b in self._bits)
+
+
 # --------------------------------------------------------------------------- conflation
 
 

@@ -51,6 +51,7 @@ from sinks.gateway.protocol import (
     Delta,
     Heartbeat,
     ProtocolError,
+    SeqSet,
     SnapshotRequest,
     Subscribe,
     Subscription,
@@ -151,7 +152,7 @@ class _Client:
         self.queued_bytes = 0
         self.credit = 0  # queued bytes of responses (snapshots, replays): not held against it
         self.pending = Conflator()  # ticks held back while the writer is behind
-        self.sent_signals: set[int] = set()
+        self.sent_signals = SeqSet()
         self.wake = asyncio.Event()
         self.closed = False
         self.writer: asyncio.Task[None] | None = None
@@ -167,9 +168,12 @@ class _Client:
         if self.closed:
             return
         if delta.seq:
-            if delta.seq in self.sent_signals:
+            sent = self.sent_signals
+            if delta.seq in sent:
                 return
-            self.sent_signals.add(delta.seq)
+            sent.add(delta.seq)
+            if not delta.seq & 0xFFF:  # now and then, forget what the log has evicted
+                sent.trim(self.gateway.log.oldest_seq)
         data = delta.data()
         self.queue.append((data, delta.created_ms, SUB_TO_TYPE[delta.kind], False))
         self.queued_bytes += len(data)
@@ -425,6 +429,7 @@ class Gateway:
                 continue
             try:
                 key = row_key(kind, row)
+                self.state.apply_row(kind, row)  # raises on a malformed row: nothing logged
                 if kind in SIGNAL_KINDS:
                     delta = self.log.add(
                         kind,
@@ -440,7 +445,6 @@ class Gateway:
                 else:
                     delta = Delta(kind, key, created_ms, doc=row_frame(kind, row))
                     self.counts["rows_in"] += 1
-                self.state.apply_row(kind, row)
             except (KeyError, TypeError, ValueError):
                 self._undecodable(role)
                 continue
@@ -451,14 +455,16 @@ class Gateway:
         state, offer = self.state, self.ticks.offer
         n = 0
         for row in batch:
-            if not isinstance(row, list) or len(row) < 3 or not isinstance(row[0], str):
+            if (
+                not isinstance(row, list)
+                or len(row) < 3
+                or not isinstance(row[0], str)
+                or not isinstance(row[1], int)
+                or not isinstance(row[2], int | float)
+            ):
                 self._undecodable("ticks")
                 continue
-            try:
-                state.apply_tick(row)
-            except TypeError:
-                self._undecodable("ticks")
-                continue
+            state.apply_tick(row)
             n += 1
             delta = Delta("ticks", row[0], created_ms, row=row)
             if conflate:
@@ -585,6 +591,11 @@ class Gateway:
                 await client.writer
 
     def _on_message(self, client: _Client, raw: str | bytes) -> None:
+        # a client asking for more while not reading what it has is a slow consumer too
+        buffered = client.queued_bytes + client.ws.transport.get_write_buffer_size()
+        if buffered > self.config.max_send_buffer:
+            self._kick_slow(client, buffered)
+            return
         try:
             cmd = parse_message(raw)
             if isinstance(cmd, Subscribe):
@@ -620,6 +631,7 @@ class Gateway:
         """Signals since ``since_ms`` from the log, in the same loop step as live: no gap."""
         count = 0
         sent = client.sent_signals
+        sent.trim(self.log.oldest_seq)
         for delta in self.log.since(since_ms):
             if delta.seq in sent or not client.wants(delta.kind, delta.key):
                 continue

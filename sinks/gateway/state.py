@@ -186,6 +186,11 @@ class SignalLog:
                 self.evicted_before_ms = old_ts
         return delta
 
+    @property
+    def oldest_seq(self) -> int:
+        """Sequence number of the oldest entry still held (head + 1 when empty)."""
+        return self._entries[0][1].seq if self._entries else self.head + 1
+
     def since(self, since_ms: int) -> Iterator[Delta]:
         """Entries with event time >= since_ms, in log order."""
         for ts, delta in self._entries:
