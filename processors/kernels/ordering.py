@@ -6,8 +6,10 @@ is latency: a tick is released only once a tick at least ``allowed_lateness_ms``
 newer has been seen for its symbol (or on flush).
 
 Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far:
-- a tick is *late* iff ``ts_ms < max(max_ts - allowed_lateness_ms, floor)``, where
-  ``floor`` is the newest ts_ms released by a flush; late ticks are returned apart;
+- a tick is *late* iff ``ts_ms < max_ts - allowed_lateness_ms`` or ``ts_ms <= floor``,
+  where ``floor`` is the newest ts_ms released by a flush (a flushed instant is final: a
+  second copy of its last tick, as in a second replay of a file, must not count twice);
+  late ticks are returned apart;
 - other ticks are held and released once ``ts_ms < max_ts - allowed_lateness_ms``.
 """
 
@@ -64,7 +66,7 @@ class Reorderer:
             clock = clocks.get(tick.symbol)
             if clock is None:
                 clock = clocks[tick.symbol] = _SymbolClock(ts)
-            elif ts < clock.max_ts_ms - lateness or ts < clock.floor_ms:
+            elif ts < clock.max_ts_ms - lateness or ts <= clock.floor_ms:
                 late.append(tick)
                 continue
             elif ts > clock.max_ts_ms:
