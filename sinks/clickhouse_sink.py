@@ -4,8 +4,17 @@ Offsets are committed only after ClickHouse acknowledged every insert holding
 rows of those messages. A crash between the two re-sends rows on restart; the
 tables' row identities (ReplacingMergeTree, see schema.py) make that harmless,
 and a retried insert carries the same deduplication token so ClickHouse drops
-it outright. While ClickHouse refuses inserts the sink retries with backoff and
-stops consuming, so memory stays bounded; it resumes by itself.
+it outright (a lost acknowledgement costs nothing). While ClickHouse refuses
+inserts the sink retries with backoff and takes no more messages, so memory
+stays bounded (one batch being inserted, at most one more being filled); it
+resumes by itself.
+
+The hot path does no per-tick Python work: a ticks message is a JSON array of
+rows in the table's column order, so its bytes go to ClickHouse as they are
+(``JSONCompactEachRow`` into the ``ticks_ingest`` Null table, whose view fills
+``ticks``); Python only checks that each message decodes. Other tables' rows
+are few and go in column-oriented. Inserts are pipelined one deep: while batch
+k is inserted (chDB releases the GIL), batch k+1 is fetched and checked.
 """
 
 from __future__ import annotations
@@ -20,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from sinks.rows import TABLES, Eof, rows_of
-from sinks.schema import migrate
+from sinks.schema import apply_ticks_ttl, migrate
 from tickstream import metrics
 from tickstream.clickhouse import ClickHouse, connect
 from tickstream.settings import Settings
@@ -32,55 +42,154 @@ from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
 
+TICK_COLUMNS = TABLES["ticks"].columns
+_TICK_WIDTH = len(TICK_COLUMNS)
+_RECV = TICK_COLUMNS.index("recv_ts")
+INGEST_TABLE = "ticks_ingest"  # Null table + view into ticks (schema migration 2)
+# messages taken per poll; a batch is sent as soon as it is full, even mid-poll
+_MAX_RECORDS = 500
+
+
+@dataclass(slots=True)
+class Block:
+    """One insert into one table: rows column-oriented, or (ticks) the messages' JSON."""
+
+    table: str
+    rows: int = 0
+    columns: list[list[Any]] | None = None
+    json: list[bytes] | None = None
+    token: str = ""
+    span: str = ""  # the Kafka offsets it holds rows of: topic:partition:first-end,...
+
+    def add_rows(self, rows: list[list[Any]]) -> None:
+        assert self.columns is not None
+        for column, values in zip(self.columns, zip(*rows, strict=True), strict=True):
+            column.extend(values)
+        self.rows += len(rows)
+
+    def add_row(self, row: list[Any]) -> None:
+        assert self.columns is not None
+        for column, value in zip(self.columns, row, strict=True):
+            column.append(value)
+        self.rows += 1
+
+    def json_body(self) -> bytes:
+        """JSONCompactEachRow: each message's rows without its outer brackets."""
+        assert self.json is not None
+        return b"\n".join(message.strip()[1:-1] for message in self.json)
+
 
 @dataclass(slots=True)
 class _Pending:
-    rows: dict[str, list[list[Any]]] = field(default_factory=lambda: defaultdict(list))
+    blocks: dict[str, Block] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     eofs: list[tuple[TopicPartition, Eof]] = field(default_factory=list)
     count: int = 0
+    newest_recv_ms: int | None = None  # recv time of the last tick taken (latency metric)
     since: float = field(default_factory=time.monotonic)
+
+    def columns(self, table: str) -> Block:
+        block = self.blocks.get(table)
+        if block is None:
+            width = len(TABLES[table].columns)
+            block = self.blocks[table] = Block(table, columns=[[] for _ in range(width)])
+        return block
+
+    def json(self, table: str) -> Block:
+        block = self.blocks.get(table)
+        if block is None:
+            block = self.blocks[table] = Block(table, json=[])
+        return block
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """What the sink did so far (for tests, benchmarks and logs; metrics hold the same)."""
+
+    records: int = 0  # Kafka messages taken from the consumer
+    rows_inserted: int = 0
+    inserts: int = 0  # acknowledged inserts (one per table per batch)
+    commits: int = 0
+    pending_rows: int = 0  # rows taken from Kafka, not yet acknowledged by ClickHouse
+    max_pending_rows: int = 0
+    first_record_at: float | None = None  # time.monotonic() of the first message
+    last_commit_at: float | None = None
 
 
 class Inserter:
-    """Inserts one table's rows, retrying with capped exponential backoff until it lands."""
+    """Inserts blocks, retrying each with capped exponential backoff until it lands.
 
-    def __init__(self, ch: ClickHouse, database: str, max_backoff_s: float = 30.0) -> None:
+    ``_insert`` is the client boundary (it runs on the ClickHouse thread); a retry sends
+    the same block with the same deduplication token, so ClickHouse keeps one copy even
+    when an attempt was written and only its acknowledgement was lost.
+    """
+
+    def __init__(
+        self,
+        ch: ClickHouse,
+        database: str,
+        max_backoff_s: float = 30.0,
+        initial_backoff_s: float = 0.2,
+    ) -> None:
         self.ch = ch
         self.database = database
         self.max_backoff_s = max_backoff_s
+        self.initial_backoff_s = initial_backoff_s
         self.healthy = True
 
-    def _insert(self, table: str, rows: list[list[Any]], token: str) -> None:
+    def _insert(self, block: Block) -> None:
+        settings = {"insert_deduplication_token": block.token}
+        if block.json is not None:
+            # the token reaches ticks through the view only with this setting
+            settings["deduplicate_blocks_in_dependent_materialized_views"] = 1  # type: ignore[assignment]
+            self.ch.client.raw_insert(
+                f"{self.database}.{INGEST_TABLE}",
+                list(TICK_COLUMNS),
+                insert_block=block.json_body(),
+                fmt="JSONCompactEachRow",
+                settings=settings,
+            )
+            return
         self.ch.client.insert(
-            f"{self.database}.{table}",
-            rows,
-            column_names=list(TABLES[table].columns),
-            settings={"insert_deduplication_token": token},
+            f"{self.database}.{block.table}",
+            block.columns,
+            column_names=list(TABLES[block.table].columns),
+            column_oriented=True,
+            settings=settings,
         )
 
-    async def insert(self, table: str, rows: list[list[Any]], token: str) -> None:
-        backoff = 0.2
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def backoff_s(self, attempt: int) -> float:
+        """The pause before retry ``attempt`` (1, 2, ...): doubling from the initial, capped,
+        with +-50% jitter so that several sinks do not retry in lockstep."""
+        base = min(self.initial_backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+        return base * (0.5 + random.random())
+
+    async def insert(self, block: Block) -> None:
+        table = block.table
+        attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                await self.ch.run(self._insert, table, rows, token)
+                await self.ch.run(self._insert, block)
             except Exception as exc:  # any failure: the same block is retried as is
+                attempt += 1
                 metrics.SINK_ERRORS.labels(table, "insert").inc()
                 metrics.SINK_RETRIES.inc()
                 if self.healthy:
                     log.warning("insert into %s failed (%s); retrying with backoff", table, exc)
                 self.healthy = False
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.max_backoff_s)
+                await self._sleep(self.backoff_s(attempt))
                 continue
             if not self.healthy:
                 log.info("ClickHouse accepts inserts again (%s)", table)
                 self.healthy = True
             metrics.SINK_INSERT_SECONDS.labels(table).observe(time.perf_counter() - started)
-            metrics.SINK_BATCH_ROWS.labels(table).observe(len(rows))
-            metrics.SINK_ROWS.labels(table).inc(len(rows))
+            metrics.SINK_BATCH_ROWS.labels(table).observe(block.rows)
+            metrics.SINK_ROWS.labels(table).inc(block.rows)
             return
 
 
@@ -101,11 +210,12 @@ class ClickHouseSink:
         self._inserter_factory = inserter_factory or Inserter
         self._consumer: AIOKafkaConsumer | None = None
         self._eofs: dict[str, set[tuple[str, int]]] = defaultdict(set)
-        self._eof_expected: dict[str, int] = {}
         self._drained: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self._touched: dict[str, set[int]] = defaultdict(set)
         self._stopping = asyncio.Event()
         self._lag_reported = 0.0
+        self._inflight: asyncio.Task[None] | None = None
+        self._started_wall = time.time()
+        self.stats = SinkStats()
 
     @property
     def ch(self) -> ClickHouse:
@@ -113,11 +223,14 @@ class ClickHouseSink:
         return self._ch
 
     async def start(self) -> None:
+        self._started_wall = time.time()
         if self._ch is None:
             self._ch = ClickHouse(await asyncio.to_thread(connect, self.settings))
-        version = await self.ch.run(migrate, self.ch.client, self.settings.clickhouse_database)
+        db = self.settings.clickhouse_database
+        version = await self.ch.run(migrate, self.ch.client, db)
         log.info("ClickHouse schema at version %d", version)
-        self.inserter = self._inserter_factory(self.ch, self.settings.clickhouse_database)
+        await self.ch.run(apply_ticks_ttl, self.ch.client, db, self.settings.ticks_ttl_days)
+        self.inserter = self._inserter_factory(self.ch, db)
         self._consumer = AIOKafkaConsumer(
             *self.topics.sink_inputs(),
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -148,72 +261,118 @@ class ClickHouseSink:
         return self._drained[run_id].is_set()
 
     async def run(self) -> None:
-        """Consume and insert until stopped."""
+        """Consume and insert until stopped.
+
+        Before batch k+1 is sent, batch k must be acknowledged and its offsets committed,
+        so commits stay in order. Once an insert fails, no message is taken until it lands.
+        """
         consumer = self._consumer
         assert consumer is not None
         pending = _Pending()
         flush_s = self.settings.sink_flush_ms / 1000
         max_rows = self.settings.sink_batch_rows
-        while not self._stopping.is_set():
-            batches = await consumer.getmany(
-                timeout_ms=min(200, self.settings.sink_flush_ms), max_records=max_rows
-            )
-            for tp, records in batches.items():
-                for record in records:
-                    self._route(tp, record.offset, record.value, pending)
-            due = time.monotonic() - pending.since >= flush_s
-            if pending.count >= max_rows or pending.eofs or (due and pending.offsets):
-                await self._flush(pending)
-                pending = _Pending()
-            elif not pending.offsets:
-                pending.since = time.monotonic()
-            await self._report_lag(consumer)
+        stats = self.stats
+        try:
+            while not self._stopping.is_set():
+                inflight = self._inflight
+                if inflight is not None and (inflight.done() or not self.inserter.healthy):
+                    await self._settle()  # ClickHouse failing: take nothing until it lands
+                batches = await consumer.getmany(
+                    timeout_ms=min(200, self.settings.sink_flush_ms), max_records=_MAX_RECORDS
+                )
+                for tp, records in batches.items():
+                    if stats.first_record_at is None and records:
+                        stats.first_record_at = time.monotonic()
+                    for record in records:
+                        self._route(tp, record.offset, record.value, pending)
+                        if pending.count >= max_rows:  # full: send before taking more
+                            await self._submit(pending)
+                            pending = _Pending()
+                due = time.monotonic() - pending.since >= flush_s
+                if pending.eofs or (due and pending.offsets):
+                    await self._submit(pending)
+                    pending = _Pending()
+                elif not pending.offsets:
+                    pending.since = time.monotonic()
+                await self._report_lag(consumer)
+            await self._settle()
+        finally:
+            if self._inflight is not None and not self._inflight.done():
+                self._inflight.cancel()
+
+    async def _submit(self, pending: _Pending) -> None:
+        """Start inserting ``pending`` once the previous batch is acknowledged and committed."""
+        await self._settle()
+        self._inflight = asyncio.create_task(self._flush(pending), name="sink-flush")
+        await asyncio.sleep(0)  # let the insert reach the ClickHouse thread before routing on
+
+    async def _settle(self) -> None:
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight  # re-raises what the flush raised (e.g. a failed commit)
 
     def _route(self, tp: TopicPartition, offset: int, value: bytes, pending: _Pending) -> None:
         pending.offsets[tp] = offset + 1
         pending.first_offsets.setdefault(tp, offset)
+        self.stats.records += 1
+        added = 0
         try:
-            for item in rows_of(self.topics, tp.topic, value):
-                if isinstance(item, Eof):
-                    pending.eofs.append((tp, item))
-                    continue
-                table, row = item
-                pending.rows[table].append(row)
-                pending.count += 1
-        except (ValueError, KeyError, TypeError) as exc:
+            if tp.topic == self.topics.ticks and value[:1] == b"[":
+                doc = orjson.loads(value)  # the check that it decodes; ClickHouse parses it
+                if doc:
+                    if min(map(len, doc)) != _TICK_WIDTH or max(map(len, doc)) != _TICK_WIDTH:
+                        raise ValueError(f"tick rows must have {_TICK_WIDTH} fields")
+                    block = pending.json("ticks")
+                    block.json.append(value)  # type: ignore[union-attr]
+                    block.rows += len(doc)
+                    added = len(doc)
+                    pending.newest_recv_ms = doc[-1][_RECV]
+            else:
+                for item in rows_of(self.topics, tp.topic, value):
+                    if isinstance(item, Eof):
+                        pending.eofs.append((tp, item))
+                        continue
+                    table, row = item
+                    pending.columns(table).add_row(row)
+                    added += 1
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
             metrics.SINK_ERRORS.labels(tp.topic, "undecodable").inc()
             log.error(
                 "%s[%d]@%d: skipped undecodable message (%s)", tp.topic, tp.partition, offset, exc
             )
+        pending.count += added
+        stats = self.stats
+        stats.pending_rows += added
+        if stats.pending_rows > stats.max_pending_rows:
+            stats.max_pending_rows = stats.pending_rows
 
     async def _flush(self, pending: _Pending) -> None:
         span = ",".join(
             f"{tp.topic}:{tp.partition}:{pending.first_offsets[tp]}-{end}"
             for tp, end in sorted(pending.offsets.items())
         )
-        for table, rows in pending.rows.items():
-            token = hashlib.sha1(f"{table}|{span}".encode()).hexdigest()
-            await self.inserter.insert(table, rows, token)
-            self._note_partitions(table, rows)
-            if table == "ticks" and rows[-1][-1] is not None:  # recv_ts of the newest row
-                metrics.E2E_LATENCY.labels("clickhouse").observe(
-                    max(0.0, time.time() - rows[-1][-1] / 1000)
-                )
+        stats = self.stats
+        for table, block in pending.blocks.items():
+            if not block.rows:
+                continue
+            block.span = span
+            block.token = hashlib.sha1(f"{table}|{span}".encode()).hexdigest()
+            await self.inserter.insert(block)
+            stats.inserts += 1
+            stats.rows_inserted += block.rows
+        if pending.newest_recv_ms is not None:
+            metrics.E2E_LATENCY.labels("clickhouse").observe(
+                max(0.0, time.time() - pending.newest_recv_ms / 1000)
+            )
         if pending.offsets and self._consumer is not None:
             await self._consumer.commit(
                 {tp: OffsetAndMetadata(off, "") for tp, off in pending.offsets.items()}
             )
+            stats.commits += 1
+            stats.last_commit_at = time.monotonic()
+        stats.pending_rows -= pending.count
         for tp, eof in pending.eofs:
             self._note_eof(tp, eof)
-
-    def _note_partitions(self, table: str, rows: list[list[Any]]) -> None:
-        column = TABLES[table].partition_ts
-        if column is None:
-            return
-        index = TABLES[table].columns.index(column)
-        months = self._touched[table]
-        for row in rows:
-            months.add(_month_of(row[index]))
 
     def _note_eof(self, tp: TopicPartition, eof: Eof) -> None:
         seen = self._eofs[eof.run_id]
@@ -235,19 +394,27 @@ class ClickHouseSink:
                 metrics.SINK_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
 
     async def merge_touched(self) -> None:
-        """Merge the partitions written in this run, so plain (non-FINAL) reads are exact too."""
-        db = self.settings.clickhouse_database
-        for table in TABLES:
-            if TABLES[table].partition_ts is None:
-                await self.ch.run(self.ch.client.command, f"OPTIMIZE TABLE {db}.{table} FINAL")
-                continue
-            for month in sorted(self._touched.get(table, ())):
-                await self.ch.run(
-                    self.ch.client.command,
-                    f"OPTIMIZE TABLE {db}.{table} PARTITION {month} FINAL",
-                )
+        """Merge the partitions written since this sink started (every table fed from Kafka),
+        so plain (non-FINAL) reads are exact too."""
+        await self.ch.run(
+            merge_partitions_since,
+            self.ch.client,
+            self.settings.clickhouse_database,
+            self._started_wall - 2.0,
+        )
 
 
-def _month_of(ts_ms: int) -> int:
-    t = time.gmtime(ts_ms // 1000)
-    return t.tm_year * 100 + t.tm_mon
+def merge_partitions_since(client: Any, db: str, since_epoch_s: float) -> list[tuple[str, str]]:
+    """OPTIMIZE ... FINAL every partition of tickstream's row tables with a part written since
+    ``since_epoch_s`` (inserts and merges create parts; their partitions are the touched
+    ones). Returns the (table, partition id) pairs merged."""
+    result = client.query(
+        "SELECT table, partition_id FROM system.parts WHERE active AND database = {db:String} "
+        "AND table IN {tables:Array(String)} AND modification_time >= toDateTime({since:UInt32}) "
+        "GROUP BY table, partition_id ORDER BY table, partition_id",
+        parameters={"db": db, "tables": list(TABLES), "since": int(since_epoch_s)},
+    )
+    touched = [(str(t), str(p)) for t, p in result.result_rows]
+    for table, partition_id in touched:
+        client.command(f"OPTIMIZE TABLE {db}.{table} PARTITION ID '{partition_id}' FINAL")
+    return touched

@@ -7,11 +7,26 @@ that for every table; `tickstream query` sets it, and the docker-compose
 ClickHouse profile sets it for analysts). Partitions are by month of the row's
 event time, which is part of the identity, so duplicates always meet in the
 same partition.
+
+Migration 2 adds what analysts ask most, kept current by materialized views on
+``ticks``: OHLC at 1m/1h/1d (``ohlc_1m``, ``ohlc_1h``, ``ohlc_1d`` views over
+AggregatingMergeTree state tables), the daily high and low (``daily_high_low``)
+and the latest price per symbol (``latest_price``). Each state is idempotent, so
+a tick inserted twice (a retry, a restart, a second replay) changes nothing:
+open/close are ``argMin``/``argMax`` over a total order of (ts, price), high and
+low are ``max``/``min``, and the tick count is ``uniqExact`` over the tick's
+identity (the columns of ``ticks``' ORDER BY), i.e. the number of distinct ticks.
+1h and 1d are cascaded from the 1m states (cheaper than three views on ticks).
+It also adds ``ticks_ingest``, a Null table the sink writes tick batches into as
+JSON (ClickHouse parses them, Python does not); its view converts and fills ``ticks``.
+The aggregates outlive raw ticks: ``ticks_ttl_days`` (see ``apply_ticks_ttl``)
+may expire old ticks while their bars stay.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
@@ -106,7 +121,116 @@ def migrations(db: str) -> tuple[Migration, ...]:
                 ORDER BY (source, position, reason, raw) {dedup}""",
             ),
         ),
+        Migration(
+            2, "OHLC 1m/1h/1d, daily high/low and latest price from ticks", _analyst_views(db)
+        ),
     )
+
+
+# A total order of ticks by (ts, price) as one Int128: open/close stay the same whatever
+# the order in which states merge (ties in ts go to the lower price for open, the higher
+# for close). Prices are positive, so their IEEE bits order like the numbers.
+_ORDER_KEY = (
+    "bitOr(bitShiftLeft(toInt128(toUnixTimestamp64Milli(t.ts)), 64), "
+    "toInt128(reinterpretAsUInt64(t.price)))"
+)
+# A tick's identity, as in ticks' ORDER BY (the symbol is part of every group key).
+_TICK_IDENTITY_ARGS = "t.ts, t.price, ifNull(t.size, -1), ifNull(t.seq, -1)"
+OHLC_INTERVALS = {"1m": "toStartOfMinute", "1h": "toStartOfHour", "1d": "toStartOfDay"}
+
+
+def _analyst_views(db: str) -> tuple[str, ...]:
+    """Migration 2: aggregate tables, the views that feed them, the views that read them.
+
+    Order matters: state tables, then materialized views (1m and latest price on ticks,
+    1h and 1d cascaded on the 1m states), then the backfill of ticks already present
+    (which cascades too), then the plain views analysts read. Every statement is
+    idempotent, the backfill included (re-inserting states changes no result).
+    """
+    state_columns = f"""
+        symbol LowCardinality(String),
+        ts {TS} CODEC(Delta, ZSTD(1)),
+        open AggregateFunction(argMin, Float64, Int128),
+        high SimpleAggregateFunction(max, Float64),
+        low SimpleAggregateFunction(min, Float64),
+        close AggregateFunction(argMax, Float64, Int128),
+        ticks AggregateFunction(uniqExact, {TS}, Float64, Float64, Int64)"""
+    from_ticks = f"""SELECT t.symbol AS symbol, toStartOfMinute(t.ts) AS ts,
+            argMinState(t.price, {_ORDER_KEY}) AS open,
+            max(t.price) AS high, min(t.price) AS low,
+            argMaxState(t.price, {_ORDER_KEY}) AS close,
+            uniqExactState({_TICK_IDENTITY_ARGS}) AS ticks
+        FROM {db}.ticks AS t GROUP BY symbol, ts"""
+    latest_from_ticks = f"""SELECT t.symbol AS symbol, max(t.ts) AS ts,
+            argMaxState(t.price, {_ORDER_KEY}) AS price
+        FROM {db}.ticks AS t GROUP BY symbol"""
+    statements: list[str] = [
+        # the sink's fast path: tick batches go in as the JSON they travel as on Kafka
+        # (JSONCompactEachRow, parsed by ClickHouse, not Python) into this Null table,
+        # whose view turns epoch milliseconds into DateTime64 and writes ticks
+        f"""CREATE TABLE IF NOT EXISTS {db}.ticks_ingest (
+            symbol String, ts Int64, price Float64,
+            bid Nullable(Float64), ask Nullable(Float64), size Nullable(Float64),
+            venue Nullable(String), seq Nullable(Int64), recv_ts Nullable(Int64))
+        ENGINE = Null""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ticks_ingest_mv TO {db}.ticks AS
+        SELECT symbol, fromUnixTimestamp64Milli(ts, 'UTC') AS ts, price, bid, ask, size,
+            venue, seq, fromUnixTimestamp64Milli(recv_ts, 'UTC') AS recv_ts
+        FROM {db}.ticks_ingest""",
+    ]
+    for name in OHLC_INTERVALS:
+        statements.append(
+            f"""CREATE TABLE IF NOT EXISTS {db}.ohlc_{name}_state ({state_columns})
+            ENGINE = AggregatingMergeTree
+            PARTITION BY toYYYYMM(ts) ORDER BY (symbol, ts)"""
+        )
+    statements.append(
+        f"""CREATE TABLE IF NOT EXISTS {db}.latest_price_state (
+            symbol LowCardinality(String),
+            ts SimpleAggregateFunction(max, {TS}),
+            price AggregateFunction(argMax, Float64, Int128))
+        ENGINE = AggregatingMergeTree ORDER BY symbol"""
+    )
+    statements.append(
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ohlc_1m_mv TO {db}.ohlc_1m_state "
+        f"AS {from_ticks}"
+    )
+    for name, start_of in OHLC_INTERVALS.items():
+        if name == "1m":
+            continue
+        statements.append(
+            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ohlc_{name}_mv
+            TO {db}.ohlc_{name}_state AS
+            SELECT m.symbol AS symbol, {start_of}(m.ts) AS ts,
+                argMinMergeState(m.open) AS open, max(m.high) AS high, min(m.low) AS low,
+                argMaxMergeState(m.close) AS close, uniqExactMergeState(m.ticks) AS ticks
+            FROM {db}.ohlc_1m_state AS m GROUP BY symbol, ts"""
+        )
+    statements.append(
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.latest_price_mv "
+        f"TO {db}.latest_price_state AS {latest_from_ticks}"
+    )
+    # backfill: ticks written before this migration (cascades into 1h and 1d)
+    statements.append(f"INSERT INTO {db}.ohlc_1m_state {from_ticks}")
+    statements.append(f"INSERT INTO {db}.latest_price_state {latest_from_ticks}")
+    for name in OHLC_INTERVALS:
+        statements.append(
+            f"""CREATE VIEW IF NOT EXISTS {db}.ohlc_{name} AS
+            SELECT symbol, ts, argMinMerge(open) AS open, max(high) AS high, min(low) AS low,
+                argMaxMerge(close) AS close, uniqExactMerge(ticks) AS ticks
+            FROM {db}.ohlc_{name}_state GROUP BY symbol, ts"""
+        )
+    statements.append(
+        f"""CREATE VIEW IF NOT EXISTS {db}.daily_high_low AS
+        SELECT symbol, toDate(ts) AS day, max(high) AS high, min(low) AS low
+        FROM {db}.ohlc_1d_state GROUP BY symbol, day"""
+    )
+    statements.append(
+        f"""CREATE VIEW IF NOT EXISTS {db}.latest_price AS
+        SELECT symbol, max(ts) AS ts, argMaxMerge(price) AS price
+        FROM {db}.latest_price_state GROUP BY symbol"""
+    )
+    return tuple(statements)
 
 
 class SchemaTooNew(RuntimeError):
@@ -141,3 +265,42 @@ def migrate(client: Client, db: str) -> int:
         )
         log.info("schema migration %d applied: %s", migration.version, migration.description)
     return latest
+
+
+_TTL_RE = re.compile(r"\bTTL toDateTime\(ts\) \+ toIntervalDay\((\d+)\)")
+RAW_TICK_TABLES = ("ticks", "late_ticks")
+
+
+def ticks_ttl_days(client: Client, db: str, table: str = "ticks") -> int:
+    """The table's current TTL in days (0 = none), read from its definition."""
+    engine = str(
+        client.command(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} "
+            "AND name = {table:String}",
+            parameters={"db": db, "table": table},
+        )
+    )
+    match = _TTL_RE.search(engine)
+    return int(match[1]) if match else 0
+
+
+def apply_ticks_ttl(client: Client, db: str, days: int) -> None:
+    """Keep raw ticks (ticks, late_ticks) ``days`` days after their event time; 0 = forever.
+
+    Only an actual change is applied (a TTL change rewrites the table's parts), so this
+    runs at every start-up. Aggregates (bars, ohlc_*, latest_price) are never expired.
+    """
+    if days < 0:
+        raise ValueError("ticks_ttl_days must be >= 0")
+    for table in RAW_TICK_TABLES:
+        current = ticks_ttl_days(client, db, table)
+        if current == days:
+            continue
+        if days == 0:
+            client.command(f"ALTER TABLE {db}.{table} REMOVE TTL")
+            log.info("%s.%s: TTL removed, raw ticks are kept forever", db, table)
+        else:
+            client.command(
+                f"ALTER TABLE {db}.{table} MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY"
+            )
+            log.info("%s.%s: raw ticks expire %d days after their event time", db, table, days)
