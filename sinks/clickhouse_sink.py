@@ -73,10 +73,50 @@ class Block:
             column.append(value)
         self.rows += 1
 
+    def drop_invalid_ticks(self) -> int:
+        """Drop tick rows that break the wire format (wrong types); returns how many.
+
+        Runs once, after a JSON block's first failed attempt: the messages decoded, but a
+        row with, say, a text timestamp makes ClickHouse refuse the whole block at every
+        retry and would stall the sink.
+        """
+        assert self.json is not None
+        dropped = 0
+        kept: list[bytes] = []
+        for message in self.json:
+            rows = orjson.loads(message)
+            good = [row for row in rows if _valid_tick(row)]
+            dropped += len(rows) - len(good)
+            if len(good) == len(rows):
+                kept.append(message)
+            elif good:
+                kept.append(orjson.dumps(good))
+        if dropped:
+            self.json = kept
+            self.rows -= dropped
+            self.token = hashlib.sha1(f"{self.token}|valid".encode()).hexdigest()
+        return dropped
+
     def json_body(self) -> bytes:
         """JSONCompactEachRow: each message's rows without its outer brackets."""
         assert self.json is not None
         return b"\n".join(message.strip()[1:-1] for message in self.json)
+
+
+_NUMBER = (int, float)
+
+
+def _valid_tick(row: list[Any]) -> bool:
+    symbol, ts, price, bid, ask, size, venue, seq, recv = row
+    return (
+        type(symbol) is str
+        and type(ts) is int
+        and type(price) in _NUMBER
+        and all(v is None or type(v) in _NUMBER for v in (bid, ask, size))
+        and (venue is None or type(venue) is str)
+        and (seq is None or type(seq) is int)
+        and (recv is None or type(recv) is int)
+    )
 
 
 @dataclass(slots=True)
@@ -179,6 +219,12 @@ class Inserter:
                 attempt += 1
                 metrics.SINK_ERRORS.labels(table, "insert").inc()
                 metrics.SINK_RETRIES.inc()
+                if attempt == 1 and block.json is not None:
+                    dropped = block.drop_invalid_ticks()
+                    if dropped:
+                        metrics.SINK_ERRORS.labels(table, "invalid_row").inc(dropped)
+                        log.error("%s: dropped %d rows of the wrong types", table, dropped)
+                        continue  # a different block now: retry at once
                 if self.healthy:
                     log.warning("insert into %s failed (%s); retrying with backoff", table, exc)
                 self.healthy = False

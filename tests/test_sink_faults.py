@@ -588,3 +588,43 @@ async def test_clickhouse_failures_retried_with_backoff_nothing_lost_or_doubled(
     for table in want_plain:
         assert got_plain[table] == want_plain[table], f"{table} differs (plain, after merge)"
     assert ticks_as_published(got["ticks"]) == expected_ticks(inputs)
+
+
+async def test_unparseable_tick_rows_are_dropped_not_retried_forever(
+    kafka_bootstrap: str, chdb_client: ClickHouse
+) -> None:
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        namespace="t" + uuid.uuid4().hex[:10],
+        clickhouse_url="chdb:///unused",
+        metrics_port=0,
+        sink_flush_ms=100,
+    )
+
+    def tick(i: int, **wrong: Any) -> list[Any]:
+        row = ["XAU", START_MS + i * 1000, 5000.0 + i, None, None, None, None, None, None]
+        for index, value in wrong.items():
+            row[int(index[1:])] = value
+        return row
+
+    good = [tick(i) for i in range(10)]
+    bad = [tick(10, c1="2026-01-26 00:00:10"), tick(11, c2="5011"), tick(12, c7=1.5)]
+    mixed = [tick(13), bad[0], tick(14), bad[1], bad[2], tick(15)]
+    inputs: dict[str, list[tuple[bytes, bytes]]] = {
+        "ticks": [
+            (b"XAU", orjson.dumps(good[:5])),
+            (b"XAU", orjson.dumps(mixed)),
+            (b"XAU", b"this is not JSON"),
+            (b"XAU", orjson.dumps(good[5:])),
+        ]
+    }
+    run_id = await publish(settings, inputs)
+    invalid = metrics.SINK_ERRORS.labels("ticks", "invalid_row")
+    before = invalid._value.get()  # type: ignore[attr-defined]
+    await run_sink_until_drained(settings, chdb_client, run_id)
+    rows = chdb_client.client.query(
+        "SELECT symbol, ts, price, bid, ask, size, venue, seq, recv_ts FROM tickstream.ticks FINAL"
+    ).result_rows
+    want = [tuple(r) for r in good + [tick(13), tick(14), tick(15)]]
+    assert ticks_as_published([tuple(r) for r in rows]) == sorted(want, key=repr)
+    assert invalid._value.get() - before == len(bad)  # type: ignore[attr-defined]
