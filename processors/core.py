@@ -57,6 +57,7 @@ class ProcessorCore:
         self.analytics = Analytics(config)
         self.output_partitions = output_partitions
         self.applied: dict[int, int] = {}  # ticks-topic partition -> last offset in the state
+        metrics.PROCESSOR_ERRORS.labels("undecodable")  # exported at 0 from the start
         self.eof_seen: dict[str, set[int]] = {}
 
     def step(self, batch: Iterable[Incoming]) -> StepOutput:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from producers.records import RawTick, Rejection, Verdicts
-from producers.validation import Validator
+from producers.validation import REASONS, Validator
 from tickstream import metrics, serde
 from tickstream.model import Tick
 from tickstream.settings import Settings
@@ -67,7 +67,7 @@ class _PartitionBatches:
     def __init__(self, producer: AIOKafkaProducer, max_in_flight: int) -> None:
         self._producer = producer
         self._open: dict[tuple[str, int], Any] = {}
-        self._in_flight: list[tuple[asyncio.Future[Any], int, float]] = []
+        self._in_flight: list[tuple[asyncio.Future[Any], int, float, str]] = []
         self._max_in_flight = max_in_flight
         self._lock = asyncio.Lock()
 
@@ -91,15 +91,18 @@ class _PartitionBatches:
             return
         batch.close()
         future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
-        self._in_flight.append((future, count, time.perf_counter()))
+        self._in_flight.append((future, count, time.perf_counter(), slot[0]))
         metrics.PRODUCER_BUFFER.inc(count)
         while len(self._in_flight) > self._max_in_flight:
             await self._settle_oldest()
 
     async def _settle_oldest(self) -> None:
-        future, count, started = self._in_flight.pop(0)
+        future, count, started, topic = self._in_flight.pop(0)
         try:
             await future
+        except Exception:
+            metrics.PRODUCER_ERRORS.labels(topic).inc()
+            raise
         finally:
             metrics.PRODUCER_BUFFER.dec(count)
         metrics.PRODUCER_SEND_SECONDS.observe(time.perf_counter() - started)
@@ -212,7 +215,9 @@ class Publisher:
         name = "unknown"
         async for raw in source:
             count += 1
-            name = raw.source
+            if raw.source != name:
+                name = raw.source
+                _zero_counters(name, (self.topics.ticks, self.topics.dlq))
             await self._emit(self.validator.feed(raw), name)
             if progress is not None and count % 1000 == 0:
                 progress(count)
@@ -274,6 +279,14 @@ class Publisher:
                     topic, p, b"", serde.eof_message(run_id, p, len(partitions))
                 )
         await self._batches.flush()
+
+
+def _zero_counters(source: str, topics: tuple[str, ...]) -> None:
+    """Export every rejection reason and error series at 0, so alerts see them from the start."""
+    for reason in REASONS:
+        metrics.PRODUCER_REJECTED.labels(source, reason)
+    for topic in topics:
+        metrics.PRODUCER_ERRORS.labels(topic)
 
 
 _LOGGED_REJECTIONS_MAX = 100
