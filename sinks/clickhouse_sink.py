@@ -277,6 +277,11 @@ class ClickHouseSink:
         log.info("ClickHouse schema at version %d", version)
         await self.ch.run(apply_ticks_ttl, self.ch.client, db, self.settings.ticks_ttl_days)
         self.inserter = self._inserter_factory(self.ch, db)
+        for table in TABLES:  # error series exist at 0 before the first error (alert rules)
+            metrics.SINK_ERRORS.labels(table, "insert")
+        metrics.SINK_ERRORS.labels("ticks", "invalid_row")
+        for topic in self.topics.sink_inputs():
+            metrics.SINK_ERRORS.labels(topic, "undecodable")
         self._consumer = AIOKafkaConsumer(
             *self.topics.sink_inputs(),
             bootstrap_servers=self.settings.kafka_bootstrap,
