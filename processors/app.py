@@ -54,6 +54,9 @@ def create_app(
         producer_acks=-1,
         producer_max_request_size=STATE_MAX_BYTES,
         broker_commit_interval=1.0,
+        # a killed worker's partitions move to its successor in seconds, not a minute
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         stream_buffer_maxsize=16_384,
     )
     ticks = app.topic(topics.ticks, key_serializer="raw", value_serializer="raw")
