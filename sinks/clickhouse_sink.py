@@ -260,7 +260,7 @@ class ClickHouseSink:
         self._stopping = asyncio.Event()
         self._lag_reported = 0.0
         self._inflight: asyncio.Task[None] | None = None
-        self._started_wall = time.time()
+        self._started_at = 0  # ClickHouse server time (epoch s) at start()
         self.stats = SinkStats()
 
     @property
@@ -269,9 +269,12 @@ class ClickHouseSink:
         return self._ch
 
     async def start(self) -> None:
-        self._started_wall = time.time()
         if self._ch is None:
             self._ch = ClickHouse(await asyncio.to_thread(connect, self.settings))
+        # ClickHouse's clock, not ours: parts' modification_time is the server's
+        self._started_at = int(
+            await self.ch.run(self.ch.client.command, "SELECT toUnixTimestamp(now())")
+        )
         db = self.settings.clickhouse_database
         version = await self.ch.run(migrate, self.ch.client, db)
         log.info("ClickHouse schema at version %d", version)
@@ -451,7 +454,7 @@ class ClickHouseSink:
             merge_partitions_since,
             self.ch.client,
             self.settings.clickhouse_database,
-            self._started_wall - 2.0,
+            self._started_at - 1,
         )
 
 
