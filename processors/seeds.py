@@ -69,20 +69,29 @@ def seeds_to_json(seeds: dict[str, RecordSeed]) -> bytes:
     )
 
 
-def seeds_from_clickhouse(client: Client, db: str) -> dict[str, RecordSeed]:
-    """Records from the ticks the analytics saw (late ones excluded) and first crossings."""
+def seeds_from_clickhouse(
+    client: Client, db: str, before_ts_ms: int | None = None
+) -> dict[str, RecordSeed]:
+    """Records and first crossings from what ClickHouse holds, as of ``before_ts_ms``.
+
+    A replay is seeded with the history *before* its first tick: replaying the
+    same file again then reproduces exactly the rows of the first replay instead
+    of judging old ticks against records they set themselves.
+    """
+    before = (
+        "" if before_ts_ms is None else f"AND ts < fromUnixTimestamp64Milli({int(before_ts_ms)})"
+    )
     extremes = client.query(
         f"""SELECT symbol, max(price), toUnixTimestamp64Milli(argMin(ts, (-price, ts))),
                    min(price), toUnixTimestamp64Milli(argMin(ts, (price, ts)))
             FROM {db}.ticks FINAL
-            WHERE (symbol, ts, price) NOT IN (SELECT symbol, ts, price FROM {db}.late_ticks)
+            WHERE 1 {before}
             GROUP BY symbol""",
-        settings={"final": 1},
     ).result_rows
     crossings = client.query(
         f"""SELECT symbol, kind, step, level, toUnixTimestamp64Milli(min(ts))
             FROM {db}.record_breaks FINAL
-            WHERE kind IN ('level_up', 'level_down')
+            WHERE kind IN ('level_up', 'level_down') {before}
             GROUP BY symbol, kind, step, level""",
     ).result_rows
     up: dict[str, dict[tuple[float, float], int]] = {}

@@ -77,6 +77,12 @@ def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Itera
             yield RawTick(text, source, f"line {number}", recv, fields=fields)
 
 
+def earliest_ts_ms(config: ReplayConfig) -> int | None:
+    """The file's earliest parseable event time (the replay's "as of" for record seeds)."""
+    times = (_ts_or_none(raw.fields.get("ts", "")) for raw in read_csv(config) if raw.fields)
+    return min((t for t in times if t is not None), default=None)
+
+
 def _before(ts_text: str, start_ts_ms: int) -> bool:
     """True when an epoch-ms or ISO timestamp is earlier than the resume point."""
     ts = _ts_or_none(ts_text)

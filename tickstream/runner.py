@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from producers.publisher import Publisher, PublishReport
-from producers.replay import ReplayConfig, count_lines, replay
+from producers.replay import ReplayConfig, count_lines, earliest_ts_ms, replay
 from producers.validation import ValidationConfig, Validator
 from sinks.clickhouse_sink import ClickHouseSink
 from tickstream import kafka_local, metrics
@@ -92,8 +92,13 @@ class Pipeline:
             return
         from processors.seeds import seeds_from_clickhouse, seeds_to_json
 
+        as_of = None
+        if self.options.replay is not None:  # history before the file, not what it set itself
+            as_of = earliest_ts_ms(ReplayConfig(self.options.replay))
         ch = self.sink.ch
-        seeds = await ch.run(seeds_from_clickhouse, ch.client, self.settings.clickhouse_database)
+        seeds = await ch.run(
+            seeds_from_clickhouse, ch.client, self.settings.clickhouse_database, as_of
+        )
         path = Path(".tickstream") / f"record-seeds-{self.settings.namespace}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(seeds_to_json(seeds))
