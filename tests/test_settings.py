@@ -45,3 +45,18 @@ def test_cli_reports_bad_env_setting() -> None:
     )
     assert result.exit_code == 2
     assert "TICKSTREAM_KAFKA_BOOTSTRAP" in result.output
+
+
+def test_readme_documents_every_setting() -> None:
+    from dataclasses import fields
+    from pathlib import Path
+
+    from tickstream.settings import envvar, flag
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [
+        f.name
+        for f in fields(Settings)
+        if f"`{flag(f.name)}`" not in readme or f"`{envvar(f.name)}`" not in readme
+    ]
+    assert missing == []
