@@ -15,7 +15,7 @@ Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far:
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,37 +60,40 @@ class Reorderer:
         clocks = self._clocks
         lateness = self.allowed_lateness_ms
         arrivals = self._arrivals
-        heappush = heapq.heappush
         for tick in ticks:
             ts = tick.ts_ms
-            clock = clocks.get(tick.symbol)
+            symbol = tick.symbol
+            clock = clocks.get(symbol)
             if clock is None:
-                clock = clocks[tick.symbol] = _SymbolClock(ts)
+                clock = clocks[symbol] = _SymbolClock(ts)
+            elif ts > clock.max_ts_ms:
+                clock.max_ts_ms = ts
             elif ts < clock.max_ts_ms - lateness or ts <= clock.floor_ms:
                 late.append(tick)
                 continue
-            elif ts > clock.max_ts_ms:
-                clock.max_ts_ms = ts
             arrivals += 1
-            heappush(clock.held, (ts, arrivals, tick))
-            touched[tick.symbol] = clock
+            held = clock.held
+            if not held or ts >= held[-1][0]:
+                held.append((ts, arrivals, tick))  # in order: the common case, O(1)
+            else:
+                insort(held, (ts, arrivals, tick))  # (ts, arrival) is unique: ticks never compared
+            touched[symbol] = clock
         self._arrivals = arrivals
         released: list[Tick] = []
-        heappop = heapq.heappop
         for clock in touched.values():
             held = clock.held
-            watermark = clock.max_ts_ms - lateness
-            while held and held[0][0] < watermark:
-                released.append(heappop(held)[2])
+            cut = bisect_left(held, (clock.max_ts_ms - lateness,))
+            if cut:
+                released.extend([entry[2] for entry in held[:cut]])
+                del held[:cut]
         return released, late
 
     def flush(self) -> list[Tick]:
-        """Release everything held (end of input); later ticks older than these are late."""
+        """Release everything held (end of input); later ticks at or before these are late."""
         released: list[Tick] = []
         for clock in self._clocks.values():
-            held = clock.held
-            while held:
-                released.append(heapq.heappop(held)[2])
+            released.extend([entry[2] for entry in clock.held])
+            clock.held = []
             clock.floor_ms = max(clock.floor_ms, clock.max_ts_ms)
         return released
 
@@ -101,7 +104,7 @@ class Reorderer:
                 symbol: {
                     "max_ts_ms": c.max_ts_ms,
                     "floor_ms": c.floor_ms,
-                    "held": [[ts, n, _tick_state(t)] for ts, n, t in sorted(c.held)],
+                    "held": [[ts, n, _tick_state(t)] for ts, n, t in c.held],
                 }
                 for symbol, c in self._clocks.items()
             },
@@ -113,7 +116,6 @@ class Reorderer:
         for symbol, c in state["clocks"].items():
             clock = _SymbolClock(c["max_ts_ms"], c["floor_ms"])
             clock.held = [(ts, n, Tick(*t)) for ts, n, t in c["held"]]
-            heapq.heapify(clock.held)
             self._clocks[symbol] = clock
 
 
