@@ -104,7 +104,7 @@ def simulate(
 def replay(
     path: Path, speed: float, start_line: int, start_ts: str | None, **values: object
 ) -> None:
-    """Replay a CSV file (header ts,symbol,price[,bid,ask,size,venue,seq])."""
+    """Replay a CSV (header ts,symbol,price[,bid,ask,size,venue,seq]) or Parquet file."""
     from producers.replay import ReplayConfig, count_lines
     from producers.replay import replay as source
     from producers.validation import parse_ts_ms
