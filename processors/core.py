@@ -84,9 +84,10 @@ class ProcessorCore:
                     "partition %d offset %d: cannot decode (%s)", msg.partition, msg.offset, exc
                 )
         if ticks:
-            self._count(ticks)
+            newest_recv = self._count(ticks)
             result = self.analytics.update(ticks)
             self._publish(result.rows, result.late, out)
+            _observe_signal_latency(result.rows, newest_recv)
         for run_id in finished:
             flushed = self.analytics.flush()
             self._publish(flushed.rows, flushed.late, out)
@@ -127,8 +128,8 @@ class ProcessorCore:
             )
 
     @staticmethod
-    def _count(ticks: list[Tick]) -> None:
-        """Per-batch metrics; latency is sampled on each symbol's last tick of the batch."""
+    def _count(ticks: list[Tick]) -> dict[str, int]:
+        """Per-batch metrics, latency sampled on each symbol's last tick; its recv_ms by symbol."""
         per_symbol: Counter[str] = Counter()
         newest: dict[str, int] = {}
         last: dict[str, Tick] = {}
@@ -141,9 +142,11 @@ class ProcessorCore:
         for symbol, n in per_symbol.items():
             metrics.PROCESSOR_TICKS.labels(symbol).inc(n)
             metrics.LAST_TICK_TS.labels("processor", symbol).set(newest[symbol] / 1000)
+            metrics.EVENT_LAG.labels("processor").observe(max(0.0, now_s - newest[symbol] / 1000))
             recv_ms = last[symbol].recv_ms
             if recv_ms is not None:
                 metrics.E2E_LATENCY.labels("processor").observe(max(0.0, now_s - recv_ms / 1000))
+        return {s: t.recv_ms for s, t in last.items() if t.recv_ms is not None}
 
     def snapshot(self) -> bytes:
         return orjson.dumps(
@@ -160,3 +163,22 @@ class ProcessorCore:
         self.applied = {int(k): v for k, v in state["applied"].items()}
         self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
         self.analytics.restore(state["analytics"])
+
+
+def _observe_signal_latency(rows: list[dict[str, Any]], newest_recv: dict[str, int]) -> None:
+    """A signal's latency: from receipt of the tick that made it final, and from its event time.
+
+    The tick that completes a signal is the newest of its symbol in the batch (for a pair,
+    either symbol's), since kernels emit only once the watermark has passed.
+    """
+    now_s = time.time()
+    for row in rows:
+        if row["kind"] not in SIGNAL_KINDS:
+            continue
+        symbols = str(row.get("symbol") or row.get("pair") or "").replace("+", "/").split("/")
+        recv = [newest_recv[s] for s in symbols if s in newest_recv]
+        if recv:
+            metrics.E2E_LATENCY.labels("signal").observe(max(0.0, now_s - max(recv) / 1000))
+        event_ms = row.get("ts_ms") or row.get("closed_at_ms") or row.get("opened_at_ms")
+        if event_ms is not None:
+            metrics.EVENT_LAG.labels("signal").observe(max(0.0, now_s - event_ms / 1000))

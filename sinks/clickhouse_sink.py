@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 TICK_COLUMNS = TABLES["ticks"].columns
 _TICK_WIDTH = len(TICK_COLUMNS)
 _RECV = TICK_COLUMNS.index("recv_ts")
+_TS = TICK_COLUMNS.index("ts")
 INGEST_TABLE = "ticks_ingest"  # Null table + view into ticks (schema migration 2)
 # messages taken per poll; a batch is sent as soon as it is full, even mid-poll
 _MAX_RECORDS = 500
@@ -127,6 +128,7 @@ class _Pending:
     eofs: list[tuple[TopicPartition, Eof]] = field(default_factory=list)
     count: int = 0
     newest_recv_ms: int | None = None  # recv time of the last tick taken (latency metric)
+    newest_ts_ms: int | None = None  # its event time
     since: float = field(default_factory=time.monotonic)
 
     def columns(self, table: str) -> Block:
@@ -381,6 +383,7 @@ class ClickHouseSink:
                     block.rows += len(doc)
                     added = len(doc)
                     pending.newest_recv_ms = doc[-1][_RECV]
+                    pending.newest_ts_ms = doc[-1][_TS]
             else:
                 for item in rows_of(self.topics, tp.topic, value):
                     if isinstance(item, Eof):
@@ -417,6 +420,10 @@ class ClickHouseSink:
         if pending.newest_recv_ms is not None:
             metrics.E2E_LATENCY.labels("clickhouse").observe(
                 max(0.0, time.time() - pending.newest_recv_ms / 1000)
+            )
+        if pending.newest_ts_ms is not None:
+            metrics.EVENT_LAG.labels("clickhouse").observe(
+                max(0.0, time.time() - pending.newest_ts_ms / 1000)
             )
         if pending.offsets and self._consumer is not None:
             await self._consumer.commit(

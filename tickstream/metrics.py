@@ -148,6 +148,15 @@ GATEWAY_UNDECODABLE = Counter(
     ["topic"],
 )
 
+EVENT_LAG = Histogram(
+    "tickstream_event_lag_seconds",
+    "Wall-clock time since the event time (the tick's ts) of the newest item at a stage; "
+    "large during replays of history by design.",
+    ["stage"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+
+
 def serve_metrics(port: int, component: str) -> int:
     """Expose /metrics on ``port`` (0 = off); returns the port in use."""
     if port <= 0:
