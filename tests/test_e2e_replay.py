@@ -7,7 +7,6 @@ minute in event-time order, late ticks apart, bad lines in `rejected_ticks`.
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import clickhouse_connect
 import pytest
+
+from tests.replaying import replay_until_drained
 
 START_MS = 1_769_385_600_000  # 2026-01-26T00:00:00Z
 N_VALID = 10_000
@@ -93,29 +94,7 @@ def test_replay_until_drained_writes_exact_rows(
     csv_path = tmp_path / "ticks.csv"
     truth = write_csv(csv_path)
     chdb_dir = tmp_path / "chdb"
-    env = dict(os.environ, TICKSTREAM_METRICS_PORT="0")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tickstream",
-            "run",
-            "--replay",
-            str(csv_path),
-            "--until-drained",
-            "--kafka-bootstrap",
-            kafka_bootstrap,
-            "--namespace",
-            namespace,
-            "--clickhouse-url",
-            f"chdb://{chdb_dir}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = replay_until_drained(csv_path, chdb_dir, kafka_bootstrap, namespace)
     # bad lines are reported with their line numbers and do not stop the run
     for line_no in truth["bad"]:  # type: ignore[union-attr]
         assert f"line {line_no}:" in proc.stderr

@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from tests.prometheus_server import Prometheus, free_port_pair, prometheus_binary, wait_for
+from tests.replaying import replay_until_drained
 from tests.test_deploy_files import (
     ALERTS,
     DASHBOARDS,
@@ -413,30 +414,7 @@ def test_dashboard_sql_returns_rows_after_replaying_the_example(
     with csv_path.open("a") as f:
         f.write("\n".join(BAD_LINES) + "\n")
     chdb_dir = tmp_path / "chdb"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tickstream",
-            "run",
-            "--replay",
-            str(csv_path),
-            "--until-drained",
-            "--kafka-bootstrap",
-            kafka_bootstrap,
-            "--namespace",
-            namespace,
-            "--clickhouse-url",
-            f"chdb://{chdb_dir}",
-            "--metrics-port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    replay_until_drained(csv_path, chdb_dir, kafka_bootstrap, namespace)
 
     start_s = 1_769_385_600  # 2026-01-26T00:00:00Z
     end_s = int(time.time()) + 60

@@ -7,14 +7,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
-import clickhouse_connect
 import pytest
+
+from tests.replaying import read_tables, replay_until_drained
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,41 +25,6 @@ ANALYTIC = {
     "divergence_windows": "pair, metric, direction, opened_at, closed_at, open_value, "
     "peak_value, peak_at, close_value",
 }
-
-
-def replay(csv: Path, chdb: Path, kafka_bootstrap: str, namespace: str, *extra: str) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tickstream",
-            "run",
-            "--replay",
-            str(csv),
-            "--until-drained",
-            "--kafka-bootstrap",
-            kafka_bootstrap,
-            "--namespace",
-            namespace,
-            "--clickhouse-url",
-            f"chdb://{chdb}",
-            *extra,
-        ],
-        env=dict(os.environ, TICKSTREAM_METRICS_PORT="0"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=chdb.parent,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def tables(chdb: Path, queries: dict[str, str]) -> dict[str, list[tuple]]:
-    client = clickhouse_connect.get_client(dsn=f"chdb://{chdb}")
-    try:
-        return {t: sorted(client.query(q).result_rows) for t, q in queries.items()}
-    finally:
-        client.close()
 
 
 def test_spike_is_rejected_and_breaks_nothing(
@@ -80,8 +43,8 @@ def test_spike_is_rejected_and_breaks_nothing(
         ' "atl": 250.0, "atl_ts": "1999-07-20T00:00:00Z"}}'
     )
     chdb = tmp_path / "chdb"
-    replay(csv, chdb, kafka_bootstrap, namespace, "--record-seeds", str(seeds))
-    got = tables(
+    replay_until_drained(csv, chdb, kafka_bootstrap, namespace, "--record-seeds", str(seeds))
+    got = read_tables(
         chdb,
         {
             "rejected": "SELECT position, reason, raw FROM tickstream.rejected_ticks FINAL",
@@ -102,8 +65,8 @@ def test_analytics_do_not_depend_on_partitions(kafka_bootstrap: str, tmp_path: P
     results = []
     for partitions in (1, 4):
         chdb = tmp_path / f"p{partitions}" / "chdb"
-        chdb.parent.mkdir()
-        replay(
+
+        replay_until_drained(
             EXAMPLE,
             chdb,
             kafka_bootstrap,
@@ -113,7 +76,7 @@ def test_analytics_do_not_depend_on_partitions(kafka_bootstrap: str, tmp_path: P
             "--record-seeds",
             str(ROOT / "examples" / "record-seeds.json"),
         )
-        results.append(tables(chdb, queries))
+        results.append(read_tables(chdb, queries))
     one, many = results
     assert all(one[t] for t in ANALYTIC), {t: len(one[t]) for t in ANALYTIC}
     for table in ANALYTIC:

@@ -17,9 +17,6 @@ rejections, ``inserted_at``) are left out: a replay receives its lines anew.
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +24,8 @@ from typing import Any
 
 import clickhouse_connect
 import pytest
+
+from tests.replaying import replay_until_drained
 
 pytestmark = pytest.mark.kafka
 
@@ -56,28 +55,7 @@ def replay_file(tmp_path: Path) -> Path:
 
 
 def run(csv_path: Path, namespace: str, chdb_dir: Path, bootstrap: str) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tickstream",
-            "run",
-            "--replay",
-            str(csv_path),
-            "--until-drained",
-            "--kafka-bootstrap",
-            bootstrap,
-            "--namespace",
-            namespace,
-            "--clickhouse-url",
-            f"chdb://{chdb_dir}",
-        ],
-        env=dict(os.environ, TICKSTREAM_METRICS_PORT="0"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    replay_until_drained(csv_path, chdb_dir, bootstrap, namespace)
 
 
 def contents(chdb_dir: Path) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
