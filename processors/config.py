@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from processors.kernels.divergence import DivergenceConfig
-from processors.kernels.ohlc import OhlcConfig
 from processors.kernels.pipeline import AnalyticsConfig
 from processors.kernels.records import RecordConfig, RecordSeed
 from processors.kernels.rolling import RollingConfig
@@ -17,7 +16,6 @@ def analytics_config(
 ) -> AnalyticsConfig:
     return AnalyticsConfig(
         allowed_lateness_ms=settings.allowed_lateness_ms,
-        ohlc=OhlcConfig(settings.bar_interval_ms),
         rolling=RollingConfig(settings.parsed_rolling_windows()),
         records=RecordConfig(
             level_steps=settings.parsed_level_steps(),

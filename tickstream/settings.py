@@ -75,7 +75,6 @@ class Settings:
     partitions: int = 3
     metrics_port: int = 9464
     allowed_lateness_ms: int = 2_000
-    bar_interval_ms: int = 60_000
     sink_batch_rows: int = 50_000
     sink_flush_ms: int = 1_000
     ticks_ttl_days: int = 0
@@ -112,9 +111,6 @@ class Settings:
         _positive(self, "processor_batch_ms")
         _positive(self, "sink_batch_rows")
         _positive(self, "sink_flush_ms")
-        _positive(self, "bar_interval_ms")
-        if self.bar_interval_ms % 1000:
-            raise ConfigError("bar_interval_ms", "must be a whole number of seconds")
         if self.allowed_lateness_ms < 0:
             raise ConfigError("allowed_lateness_ms", "must be >= 0")
         if self.ticks_ttl_days < 0:

@@ -60,7 +60,6 @@ def run(replay: Path | None, until_drained: bool, speed: float, **values: object
 
 ANALYTICS_SETTINGS = (
     "allowed_lateness_ms",
-    "bar_interval_ms",
     "rolling_windows",
     "level_steps",
     "level_hysteresis",
