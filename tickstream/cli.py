@@ -43,5 +43,12 @@ def _register() -> None:
 
 
 def main() -> None:
+    """Entry point: a bad setting found after start-up still ends in one clear line."""
+    from tickstream.settings import ConfigError
+
     _register()
-    cli()
+    try:
+        cli()
+    except ConfigError as exc:
+        click.echo(f"Error: bad setting {exc}", err=True)
+        sys.exit(2)

@@ -9,7 +9,7 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from tickstream.settings import Settings
+from tickstream.settings import ConfigError, Settings
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,17 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
             break
         except KafkaConnectionError:
             if attempt == attempts - 1:
-                raise
+                raise ConfigError(
+                    "kafka_bootstrap",
+                    f"no Kafka broker answers at {settings.kafka_bootstrap} "
+                    f"(tried for {attempts} s; `tickstream kafka up` starts a local one)",
+                ) from None
             await asyncio.sleep(1)
     try:
         existing = set(await admin.list_topics())
+        await _check_partitions(
+            admin, settings, [t.name for t in wanted[:-1] if t.name in existing]
+        )
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -50,6 +57,22 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
             await _wait_for_leaders(admin, [t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def _check_partitions(
+    admin: AIOKafkaAdminClient, settings: Settings, names: list[str]
+) -> None:
+    """End-of-input markers count partitions: every data topic must have --partitions of them."""
+    if not names:
+        return
+    for topic in await admin.describe_topics(names):
+        found = len(topic.get("partitions", []))
+        if found != settings.partitions:
+            raise ConfigError(
+                "partitions",
+                f"topic {topic['topic']} already has {found} partitions, not "
+                f"{settings.partitions}; use --partitions {found} or another --namespace",
+            )
 
 
 async def _wait_for_leaders(
