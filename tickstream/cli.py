@@ -44,6 +44,7 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point: a bad setting found after start-up still ends in one clear line."""
+    from tickstream.clickhouse import ClickHouseUnavailable
     from tickstream.settings import ConfigError
 
     _register()
@@ -52,3 +53,6 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"Error: bad setting {exc}", err=True)
         sys.exit(2)
+    except ClickHouseUnavailable as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
