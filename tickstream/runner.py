@@ -1,9 +1,9 @@
 """`tickstream run`: the whole pipeline on one machine.
 
 It starts the local broker when none answers (and stops it again), the stream
-processor as a child process (a Faust worker), and the sink and the producer in
-this process. With a replay file and ``until_drained`` it returns once every
-row derived from the file is in ClickHouse.
+processor and the desk-feed gateway (live board) as child processes, and the sink
+and the producer in this process. With a replay file and ``until_drained`` it
+returns once every row derived from the file is in ClickHouse.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from producers.publisher import Publisher, PublishReport
 from producers.replay import ReplayConfig, count_lines, earliest_ts_ms, replay
@@ -38,6 +41,10 @@ class RunOptions:
     until_drained: bool = False
     speed: float = 0.0
     drain_timeout_s: float = 900.0
+    gateway_port: int = 0  # 0 = no gateway
+    gateway_port_given: bool = True  # False (the default port): a busy port only warns
+    gateway_token: str | None = None  # None = a fresh random one
+    gateway_listen_timeout_s: float = 120.0
 
 
 class PipelineFailed(RuntimeError):
@@ -65,12 +72,39 @@ def processor_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "tickstream", "process"], env
 
 
+def gateway_command(settings: Settings, port: int, token: str) -> tuple[list[str], dict[str, str]]:
+    """The child process serving the desk feed and the live board for this run's namespace."""
+    env = dict(os.environ)
+    for name in ("kafka_bootstrap", "namespace", "partitions", "clickhouse_url"):
+        env[envvar(name)] = str(getattr(settings, name))
+    env["TICKSTREAM_GATEWAY_PORT"] = str(port)
+    env["TICKSTREAM_GATEWAY_TOKENS"] = token
+    return [sys.executable, "-m", "tickstream", "gateway"], env
+
+
+def _gateway_host() -> str:
+    """Where the gateway listens (TICKSTREAM_GATEWAY_HOST, inherited by the child)."""
+    return os.environ.get("TICKSTREAM_GATEWAY_HOST") or "127.0.0.1"
+
+
+def _gateway_tls() -> bool:
+    return bool(os.environ.get("TICKSTREAM_GATEWAY_TLS_CERT"))
+
+
+def _local_host(host: str) -> str:
+    """The address to reach a server listening on ``host`` from this machine."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
 class Pipeline:
     def __init__(self, settings: Settings, options: RunOptions) -> None:
         self.settings = settings
         self.options = options
         self.started_broker = False
         self.processor: subprocess.Popen[bytes] | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateway_token = options.gateway_token or secrets.token_urlsafe(18)
+        self.gateway_skipped: str | None = None
         self.sink = ClickHouseSink(settings)
 
     def start_broker_if_needed(self) -> None:
@@ -116,14 +150,83 @@ class Pipeline:
                 f"the stream processor exited with code {self.processor.returncode}"
             )
 
+    def start_gateway(self) -> None:
+        """Start the gateway child on ``gateway_port`` unless something already holds the port.
+
+        A port the user gave is required (the run fails); the default port is not (a warning,
+        and the run goes on without a board).
+        """
+        port = self.options.gateway_port
+        host = _gateway_host()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:  # bound and released at once; fails while something else listens there
+            socket.create_server((host, port), family=family).close()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            problem = (
+                f"--gateway-port / TICKSTREAM_GATEWAY_PORT: cannot listen on {host}:{port} "
+                f"({reason}); is a gateway already running? Pick another port, or 0 for none"
+            )
+            if self.options.gateway_port_given:
+                raise PipelineFailed(problem) from exc
+            log.warning("no live board: %s", problem)
+            self.gateway_skipped = f"none: port {port} is taken (see the warning above)"
+            return
+        command, env = gateway_command(self.settings, port, self.gateway_token)
+        self.gateway = subprocess.Popen(command, env=env)
+        log.info("gateway started (pid %d) on port %d", self.gateway.pid, port)
+
+    async def wait_gateway_listening(self) -> None:
+        """Wait (bounded) until the gateway accepts connections, so the banner's URL works."""
+        if self.gateway is None:
+            return
+        host = _local_host(_gateway_host())
+        deadline = time.monotonic() + self.options.gateway_listen_timeout_s
+        while True:
+            self.check_gateway()
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                reader, writer = await asyncio.open_connection(host, self.options.gateway_port)
+                try:  # any HTTP answer will do: 503 only means it is still catching up
+                    if _gateway_tls():  # TICKSTREAM_GATEWAY_TLS_* inherited: accepting will do
+                        return
+                    writer.write(b"GET /healthz HTTP/1.1\r\nHost: tickstream\r\n\r\n")
+                    if (await reader.readuntil(b"\r\n")).startswith(b"HTTP/"):
+                        return
+                finally:
+                    writer.close()
+            if time.monotonic() > deadline:
+                raise PipelineFailed(
+                    f"the gateway did not listen on port {self.options.gateway_port} within "
+                    f"{self.options.gateway_listen_timeout_s:.0f}s (see its log above)"
+                )
+            await asyncio.sleep(0.2)
+
+    def check_gateway(self) -> None:
+        if self.gateway is not None and self.gateway.poll() is not None:
+            raise PipelineFailed(f"the gateway exited with code {self.gateway.returncode}")
+
+    def check_children(self) -> None:
+        self.check_processor()
+        self.check_gateway()
+
+    def board_url(self) -> str:
+        host = _local_host(_gateway_host())
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if _gateway_tls() else "http"
+        port, token = self.options.gateway_port, quote(self.gateway_token)
+        return f"{scheme}://{host}:{port}/?token={token}"
+
     async def run(self) -> int:
         self.start_broker_if_needed()
         try:
             await ensure_topics(self.settings)
+            if self.options.gateway_port:
+                self.start_gateway()  # it catches up with Kafka while the rest starts
             port = metrics.serve_metrics(self.settings.metrics_port, "producer+sink")
             await self.sink.start()
             await self._write_seeds()
             self.start_processor()
+            await self.wait_gateway_listening()
             self._print_banner(port)
             sink_task = asyncio.create_task(self.sink.run(), name="sink")
             try:
@@ -164,7 +267,7 @@ class Pipeline:
         waiter = asyncio.create_task(self.sink.wait_drained(run_id))
         try:
             while not waiter.done():
-                self.check_processor()
+                self.check_children()
                 if sink_task.done():
                     sink_task.result()
                     raise PipelineFailed("the sink stopped before the run drained")
@@ -187,7 +290,7 @@ class Pipeline:
             producer_task = asyncio.create_task(self._simulate(), name="simulator")
         print("running; Ctrl-C to stop", file=sys.stderr)
         while not stop.is_set():
-            self.check_processor()
+            self.check_children()
             if sink_task.done():
                 sink_task.result()
             if producer_task is not None and producer_task.done():
@@ -217,19 +320,29 @@ class Pipeline:
                 f"metrics: http://127.0.0.1:{port}/metrics (producer, sink), "
                 f"http://127.0.0.1:{port + 1}/metrics (processor)"
             )
+        if self.gateway is not None:
+            url = self.board_url()
+            lines.append(f"live board: {url}")
+            ws = url.replace("http", "ws", 1).replace("/?", "/ws?", 1)
+            lines.append(f"desk feed: {ws}")
+        elif self.gateway_skipped:
+            lines.append(f"live board: {self.gateway_skipped}")
         lines.append(
             'query afterwards: tickstream query "SELECT * FROM tickstream.bars_1m LIMIT 10"'
         )
         print("\n".join(lines), file=sys.stderr)
 
     def shutdown(self) -> None:
-        if self.processor is not None and self.processor.poll() is None:
-            self.processor.send_signal(signal.SIGTERM)
+        children = [c for c in (self.gateway, self.processor) if c is not None]
+        for child in children:  # both at once: the gateway closes its clients meanwhile
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
             try:
-                self.processor.wait(timeout=30)
+                child.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.processor.kill()
-                self.processor.wait()
+                child.kill()
+                child.wait()
         self.sink.close()
         if self.started_broker:
             kafka_local.broker("down", self.settings.kafka_port, check=False)

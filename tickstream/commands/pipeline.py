@@ -15,6 +15,8 @@ from tickstream.options import pop_settings, settings_options
 
 log = logging.getLogger(__name__)
 
+DEFAULT_GATEWAY_PORT = 8765
+
 
 @click.command()
 @click.option(
@@ -40,19 +42,70 @@ log = logging.getLogger(__name__)
     show_envvar=True,
     help="Replay pace: 0 = as fast as possible, 1 = real time, 60 = a minute per second.",
 )
+@click.option(
+    "--gateway-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="TICKSTREAM_GATEWAY_PORT",
+    show_envvar=True,
+    show_default=f"{DEFAULT_GATEWAY_PORT}; with --until-drained: 0 unless given",
+    help="Port of the desk-feed gateway and its live board (0 = no gateway).",
+)
+@click.option(
+    "--gateway-token",
+    default=None,
+    envvar="TICKSTREAM_GATEWAY_TOKEN",
+    show_envvar=True,
+    show_default="a fresh random one",
+    help="Access token of the live board and the websocket feed (URL-safe characters).",
+)
 @settings_options()
-def run(replay: Path | None, until_drained: bool, speed: float, **values: object) -> None:
-    """Run the whole pipeline locally: broker (started if none answers), processor, sink, producer.
+def run(
+    replay: Path | None,
+    until_drained: bool,
+    speed: float,
+    gateway_port: int | None,
+    gateway_token: str | None,
+    **values: object,
+) -> None:
+    """Run the whole pipeline locally: broker (started if none answers), processor, sink, producer,
+    and the desk-feed gateway with its live board.
 
-    Without --replay a simulated gold/silver market is published until Ctrl-C.
+    Without --replay a simulated gold/silver market is published until Ctrl-C. With --replay
+    (and without --until-drained) the file is published and the pipeline keeps running, board
+    included, until Ctrl-C.
+
+    The start-up banner prints the live board's URL with its token
+    (http://127.0.0.1:8765/?token=...). A run with --until-drained exits as soon as the
+    file is in ClickHouse, so it starts no gateway unless --gateway-port (or
+    TICKSTREAM_GATEWAY_PORT) is given; it then serves the board until the run drains.
+    When the default port is taken the run goes on without a board (a warning); a port
+    you gave must be free.
     """
+    from sinks.gateway.protocol import TokenTable
     from tickstream.runner import Pipeline, PipelineFailed, RunOptions
 
     settings = pop_settings(values)
     if until_drained and replay is None:
         raise click.UsageError("--until-drained needs --replay FILE")
+    gateway_port_given = gateway_port is not None
+    if gateway_port is None:
+        gateway_port = 0 if until_drained else DEFAULT_GATEWAY_PORT
+    if gateway_token is not None:
+        try:
+            TokenTable({gateway_token: None})
+        except ValueError as exc:
+            raise click.UsageError(f"--gateway-token / TICKSTREAM_GATEWAY_TOKEN: {exc}") from exc
+    options = RunOptions(
+        replay,
+        until_drained,
+        speed,
+        gateway_port=gateway_port,
+        gateway_port_given=gateway_port_given,
+        gateway_token=gateway_token,
+    )
     try:
-        code = asyncio.run(Pipeline(settings, RunOptions(replay, until_drained, speed)).run())
+        code = asyncio.run(Pipeline(settings, options).run())
     except PipelineFailed as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)
