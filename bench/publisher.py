@@ -21,9 +21,9 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
 from producers.publisher import Publisher, make_producer
-from producers.records import RawTick, Verdicts
+from producers.records import RawTick, Rejection, Verdicts
 from producers.simulator import SimulatorConfig, generate
-from producers.validation import ValidationConfig, Validator
+from producers.validation import Row, ValidationConfig, Validator
 from tickstream.kafka_io import ensure_topics
 from tickstream.model import Tick
 from tickstream.settings import Settings
@@ -60,25 +60,23 @@ async def raw_send_batch(settings: Settings, values: list[tuple[bytes, bytes]]) 
 class _PassThrough(Validator):
     """Accepts every input unchecked: isolates the publisher's transport cost."""
 
-    def feed(self, raw: RawTick) -> Verdicts:
+    def feed_row(self, raw: RawTick, accepted: list[Row], rejected: list[Rejection]) -> Row:
         f = raw.fields
         assert f is not None
-        return Verdicts(
-            [
-                Tick(
-                    f["symbol"],
-                    f["ts"],
-                    f["price"],
-                    f.get("bid"),
-                    f.get("ask"),
-                    f.get("size"),
-                    f.get("venue"),
-                    f.get("seq"),
-                    raw.recv_ms,
-                )
-            ],
-            [],
+        return (
+            f["symbol"],
+            f["ts"],
+            f["price"],
+            f.get("bid"),
+            f.get("ask"),
+            f.get("size"),
+            f.get("venue"),
+            f.get("seq"),
+            raw.recv_ms,
         )
+
+    def feed(self, raw: RawTick) -> Verdicts:
+        return Verdicts([Tick(*self.feed_row(raw, [], []))], [])
 
 
 async def publisher_run(settings: Settings, raws: list[RawTick], validate: bool = True) -> float:

@@ -15,15 +15,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from producers.records import RawTick, Rejection, Verdicts
-from producers.validation import REASONS, Validator
+from producers.records import RawTick, Rejection
+from producers.validation import REASONS, Row, Validator
 from tickstream import metrics, serde
-from tickstream.model import Tick
 from tickstream.settings import Settings
 from tickstream.topics import Topics
 
@@ -148,9 +149,10 @@ class Publisher:
         self._partitioner = DefaultPartitioner()
         self._ticks_per_message = ticks_per_message
         self._linger_s = linger_ms / 1000
-        self._pending: dict[str, list[Tick]] = {}
+        self._pending: dict[str, list[Row]] = {}  # symbol -> rows not yet in a message
         self._newest_ts: dict[str, int] = {}
-        self._counts: dict[str, dict[str, int]] = {}  # source -> symbol -> ticks not yet counted
+        self._accepted: dict[str, dict[str, int]] = {}  # source -> symbol -> ticks accepted
+        self._counted: dict[tuple[str, str], int] = {}  # (source, symbol) -> in the counter
         self._linger_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Publisher:
@@ -179,11 +181,19 @@ class Publisher:
                 await self._batches.submit_all()
 
     def _count_published(self) -> None:
-        """Prometheus counters are updated per linger period, not per tick (hot path)."""
-        counts, self._counts = self._counts, {}
-        for source, per_symbol in counts.items():
+        """Prometheus counters are updated per linger period, not per tick (hot path).
+
+        The hot loop only bumps running totals (never swapped out, so it may keep a
+        reference across awaits); what the counters lack is the difference.
+        """
+        counted = self._counted
+        for source, per_symbol in self._accepted.items():
             for symbol, n in per_symbol.items():
-                metrics.PRODUCER_TICKS.labels(source, symbol).inc(n)
+                key = (source, symbol)
+                done = counted.get(key, 0)
+                if n > done:
+                    metrics.PRODUCER_TICKS.labels(source, symbol).inc(n - done)
+                    counted[key] = n
         for symbol, ts_ms in self._newest_ts.items():
             metrics.LAST_TICK_TS.labels("producer", symbol).set(ts_ms / 1000)
 
@@ -193,11 +203,12 @@ class Publisher:
         for symbol, rows in pending.items():
             await self._ship(symbol, rows)
 
-    async def _ship(self, symbol: str, rows: list[Tick]) -> None:
+    async def _ship(self, symbol: str, rows: list[Row]) -> None:
+        """One message of a symbol's rows: the bytes of ``serde.encode_ticks`` of their Ticks."""
         assert self._batches is not None
         key = symbol.encode()
         await self._batches.add(
-            self.topics.ticks, self._partition(symbol, key), key, serde.encode_ticks(rows)
+            self.topics.ticks, self._partition(symbol, key), key, orjson.dumps(rows)
         )
 
     async def flush(self) -> None:
@@ -209,19 +220,65 @@ class Publisher:
     async def publish(
         self, source: AsyncIterator[RawTick], progress: Callable[[int], None] | None = None
     ) -> PublishReport:
-        """Validate and publish everything ``source`` yields, then flush."""
+        """Validate and publish everything ``source`` yields, then flush.
+
+        Each input is decided as soon as the source yields it (a live tick never waits
+        for others): the common outcome, one accepted tick, costs a row appended to its
+        symbol's pending message and two running totals.
+        """
         started = time.perf_counter()
         count = 0
         name = "unknown"
-        async for raw in source:
-            count += 1
-            if raw.source != name:
-                name = raw.source
-                _zero_counters(name, (self.topics.ticks, self.topics.dlq))
-            await self._emit(self.validator.feed(raw), name)
-            if progress is not None and count % 1000 == 0:
-                progress(count)
-        await self._emit(self.validator.finish(), name)
+        validator = self.validator
+        kind = type(validator)
+        if kind.feed is not Validator.feed and kind.feed_row is Validator.feed_row:
+            # a validator with a feed() of its own and no feed_row() to match
+            async for raw in source:
+                count += 1
+                if raw.source != name:
+                    name = raw.source
+                    _zero_counters(name, (self.topics.ticks, self.topics.dlq))
+                verdicts = validator.feed(raw)
+                await self._emit([_row(t) for t in verdicts.accepted], verdicts.rejected, name)
+                if progress is not None and count % 1000 == 0:
+                    progress(count)
+            verdicts = validator.finish()
+            await self._emit([_row(t) for t in verdicts.accepted], verdicts.rejected, name)
+        else:
+            feed_row = validator.feed_row
+            accepted: list[Row] = []
+            rejected: list[Rejection] = []
+            limit = self._ticks_per_message
+            newest = self._newest_ts
+            totals = self._accepted.setdefault(name, {})
+            async for raw in source:
+                count += 1
+                if raw.source != name:
+                    name = raw.source
+                    _zero_counters(name, (self.topics.ticks, self.topics.dlq))
+                    totals = self._accepted.setdefault(name, {})
+                row = feed_row(raw, accepted, rejected)
+                if row is not None:
+                    symbol = row[0]
+                    pending = self._pending  # re-read: the linger task swaps it out
+                    rows = pending.get(symbol)
+                    if rows is None:
+                        rows = pending[symbol] = []
+                    rows.append(row)
+                    totals[symbol] = totals.get(symbol, 0) + 1
+                    if row[1] > newest.get(symbol, 0):
+                        newest[symbol] = row[1]
+                    self.report.accepted += 1
+                    if len(rows) >= limit:
+                        del pending[symbol]
+                        await self._ship(symbol, rows)
+                elif accepted or rejected:
+                    await self._emit(accepted, rejected, name)
+                    accepted, rejected = [], []
+                if progress is not None and count % 1000 == 0:
+                    progress(count)
+            validator.finish_rows(accepted, rejected)
+            await self._emit(accepted, rejected, name)
         await self.flush()
         self.report.inputs += count
         self.report.seconds += time.perf_counter() - started
@@ -229,26 +286,27 @@ class Publisher:
             progress(count)
         return self.report
 
-    async def _emit(self, verdicts: Verdicts, source: str) -> None:
+    async def _emit(self, accepted: list[Row], rejected: list[Rejection], source: str) -> None:
+        """Accepted rows to their pending messages, rejections to the DLQ, in order."""
         batches = self._batches
         assert batches is not None
-        for tick in verdicts.accepted:
-            pending = self._pending  # re-read: the linger task swaps it out while we await
-            rows = pending.get(tick.symbol)
-            if rows is None:
-                rows = pending[tick.symbol] = []
-            rows.append(tick)
-            if len(rows) >= self._ticks_per_message:
-                del pending[tick.symbol]
-                await self._ship(tick.symbol, rows)
-        counts = self._counts.setdefault(source, {})
+        totals = self._accepted.setdefault(source, {})
         newest = self._newest_ts
-        for tick in verdicts.accepted:
-            counts[tick.symbol] = counts.get(tick.symbol, 0) + 1
-            if tick.ts_ms > newest.get(tick.symbol, 0):
-                newest[tick.symbol] = tick.ts_ms
-        self.report.accepted += len(verdicts.accepted)
-        for rejection in verdicts.rejected:
+        for row in accepted:
+            symbol = row[0]
+            pending = self._pending  # re-read: the linger task swaps it out while we await
+            rows = pending.get(symbol)
+            if rows is None:
+                rows = pending[symbol] = []
+            rows.append(row)
+            totals[symbol] = totals.get(symbol, 0) + 1
+            if row[1] > newest.get(symbol, 0):
+                newest[symbol] = row[1]
+            if len(rows) >= self._ticks_per_message:
+                del pending[symbol]
+                await self._ship(symbol, rows)
+        self.report.accepted += len(accepted)
+        for rejection in rejected:
             key = (rejection.symbol or rejection.source).encode()
             partitions = self._partitions[self.topics.dlq]
             partition = self._partitioner(key, partitions, partitions)
@@ -279,6 +337,9 @@ class Publisher:
                     topic, p, b"", serde.eof_message(run_id, p, len(partitions))
                 )
         await self._batches.flush()
+
+
+_row = attrgetter(*serde.TICK_FIELDS)  # a Tick as its row (field order, as on the wire)
 
 
 def _zero_counters(source: str, topics: tuple[str, ...]) -> None:

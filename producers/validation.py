@@ -49,6 +49,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from time import time_ns as _time_ns
 from typing import Any
 
 from producers.records import RawTick, Rejection, Verdicts, wall_ms
@@ -124,6 +126,14 @@ class InvalidInput(Exception):
 
 # ---------------------------------------------------------------- field parsing
 
+# A parsed input as a plain tuple in ``Tick`` field order (also the wire row of
+# ``serde.encode_ticks``): symbol, ts_ms, price, bid, ask, size, venue, seq, recv_ms.
+Row = tuple[str, int, float, float | None, float | None, float | None, str | None, int | None, int]
+
+_INF = math.inf
+_FIELD_NAMES = ("symbol", "ts", "price", "bid", "ask", "size", "venue", "seq")
+_ALL_FIELDS = itemgetter(*_FIELD_NAMES)
+
 
 def _absent(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
@@ -179,14 +189,117 @@ def _check_price(name: str, value: float | None) -> None:
         raise InvalidInput(INVALID_PRICE, f"{name} {value!r} is not a finite positive price")
 
 
-def parse_tick(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int = _Y2K_MS) -> Tick:
-    """Build a Tick from source fields, or raise ``InvalidInput`` naming the first problem.
+def _field_values(fields: Mapping[str, Any]) -> tuple[Any, ...]:
+    get = fields.get
+    return (
+        get("symbol"),
+        get("ts"),
+        get("price"),
+        get("bid"),
+        get("ask"),
+        get("size"),
+        get("venue"),
+        get("seq"),
+    )
 
-    Covers the per-input checks (malformed, invalid_price, crossed_quote);
-    checks that need time or history live in ``Validator``.
+
+def _quick_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row | None:
+    """The row of an input in one of the common shapes that passes every per-input check.
+
+    Shapes: JSON-typed values (str symbol, int ts, float or int numbers, int seq) and
+    plain text (CSV: decimal numbers, epoch-ms or ISO-8601 ts, digit seq). Anything else,
+    and anything that fails a check, gives None: ``_checked_row`` then decides, with the
+    reason and detail of the first problem. Where this returns a row it is the row
+    ``_checked_row`` would build (``float(text)`` equals ``float(text.strip())`` whenever it
+    succeeds, and an empty optional text is absent in both).
     """
+    try:
+        symbol, ts, price, bid, ask, size, venue, seq = (
+            _ALL_FIELDS(fields) if len(fields) >= 8 else _field_values(fields)
+        )
+    except KeyError:  # eight or more fields, but not ours
+        symbol, ts, price, bid, ask, size, venue, seq = _field_values(fields)
+    if type(symbol) is not str:
+        return None
+    symbol = symbol.strip()
+    if not symbol:
+        return None
+    kind = type(ts)
+    if kind is str:
+        try:
+            ts = parse_ts_ms(ts)
+        except InvalidInput:
+            return None
+    elif kind is not int:
+        return None
+    if ts < min_ts_ms:
+        return None
+    try:
+        kind = type(price)
+        if kind is not float:
+            if kind is not str and kind is not int:
+                return None
+            price = float(price)
+        if bid is not None:
+            kind = type(bid)
+            if kind is not float:
+                if kind is str and not bid:
+                    bid = None
+                elif kind is str or kind is int:
+                    bid = float(bid)
+                else:
+                    return None
+        if ask is not None:
+            kind = type(ask)
+            if kind is not float:
+                if kind is str and not ask:
+                    ask = None
+                elif kind is str or kind is int:
+                    ask = float(ask)
+                else:
+                    return None
+        if size is not None:
+            kind = type(size)
+            if kind is not float:
+                if kind is str and not size:
+                    size = None
+                elif kind is str or kind is int:
+                    size = float(size)
+                else:
+                    return None
+    except (ValueError, OverflowError):
+        return None
+    if seq is not None:
+        kind = type(seq)
+        if kind is str:
+            if not seq:
+                seq = None
+            elif seq.isdigit() and seq.isascii():
+                seq = int(seq)
+            else:
+                return None
+        elif kind is not int:
+            return None
+    if venue is not None:
+        if type(venue) is not str:
+            return None
+        venue = venue.strip() or None
+    if not (
+        0.0 < price < _INF
+        and (bid is None or 0.0 < bid < _INF)
+        and (ask is None or 0.0 < ask < _INF)
+        and (size is None or 0.0 <= size < _INF)
+        and (bid is None or ask is None or bid <= ask)
+    ):
+        return None
+    return (symbol, ts, price, bid, ask, size, venue, seq, recv_ms)
+
+
+def _checked_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row:
+    """Any input: its row, or ``InvalidInput`` naming the first problem (the checks in order)."""
+    get = fields.get
     for name in ("symbol", "ts", "price"):
-        if _absent(fields.get(name)):
+        if _absent(get(name)):
             raise InvalidInput(MALFORMED, f"required field {name} is missing")
     symbol = fields["symbol"]
     if not isinstance(symbol, str):
@@ -199,12 +312,11 @@ def parse_tick(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int = _Y2K_MS
             " (epoch seconds instead of milliseconds?)",
         )
     price = _parse_float("price", fields["price"])
-    optional = {name: fields.get(name) for name in ("bid", "ask", "size", "venue", "seq")}
-    bid = None if _absent(optional["bid"]) else _parse_float("bid", optional["bid"])
-    ask = None if _absent(optional["ask"]) else _parse_float("ask", optional["ask"])
-    size = None if _absent(optional["size"]) else _parse_float("size", optional["size"])
-    seq = None if _absent(optional["seq"]) else _parse_int("seq", optional["seq"])
-    venue = optional["venue"]
+    bid, ask, size, venue, seq = get("bid"), get("ask"), get("size"), get("venue"), get("seq")
+    bid = None if _absent(bid) else _parse_float("bid", bid)
+    ask = None if _absent(ask) else _parse_float("ask", ask)
+    size = None if _absent(size) else _parse_float("size", size)
+    seq = None if _absent(seq) else _parse_int("seq", seq)
     if _absent(venue):
         venue = None
     elif not isinstance(venue, str):
@@ -218,40 +330,74 @@ def parse_tick(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int = _Y2K_MS
         raise InvalidInput(INVALID_PRICE, f"size {size!r} is not a finite size >= 0")
     if bid is not None and ask is not None and bid > ask:
         raise InvalidInput(CROSSED_QUOTE, f"bid {bid!r} > ask {ask!r}")
-    return Tick(symbol.strip(), ts_ms, price, bid, ask, size, venue, seq, recv_ms)
+    return (symbol.strip(), ts_ms, price, bid, ask, size, venue, seq, recv_ms)
+
+
+def parse_tick(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int = _Y2K_MS) -> Tick:
+    """Build a Tick from source fields, or raise ``InvalidInput`` naming the first problem.
+
+    Covers the per-input checks (malformed, invalid_price, crossed_quote);
+    checks that need time or history live in ``Validator``.
+    """
+    row = _quick_row(fields, recv_ms, min_ts_ms)
+    return Tick(*(row or _checked_row(fields, recv_ms, min_ts_ms)))
 
 
 # ---------------------------------------------------------------- per-symbol state
 
-
-@dataclass(slots=True)
-class _Seen:
-    """Identities of one symbol's recent ticks, forgotten beyond the horizon."""
-
-    ids: set[tuple[object, ...]] = field(default_factory=set)
-    by_ts: list[tuple[int, int, tuple[object, ...]]] = field(default_factory=list)
-    newest_ts_ms: int | None = None
-    counter: int = 0
-
-    def add(self, identity: tuple[object, ...], ts_ms: int, horizon_ms: int) -> None:
-        self.ids.add(identity)
-        self.counter += 1
-        heapq.heappush(self.by_ts, (ts_ms, self.counter, identity))
-        if self.newest_ts_ms is None or ts_ms > self.newest_ts_ms:
-            self.newest_ts_ms = ts_ms
-        cutoff = self.newest_ts_ms - horizon_ms
-        while self.by_ts and self.by_ts[0][0] < cutoff:
-            self.ids.discard(heapq.heappop(self.by_ts)[2])
+_Held = tuple[Row, RawTick]
 
 
-@dataclass(slots=True)
 class _Symbol:
-    seen: _Seen = field(default_factory=_Seen)
-    ref_price: float | None = None
-    ref_ts_ms: int | None = None  # None with a price: a seeded reference without time
-    suspect: tuple[Tick, RawTick] | None = None
-    held: list[tuple[Tick, RawTick]] = field(default_factory=list)
-    confirmations: int = 0
+    """One symbol's history: recent ticks (for duplicates) and the spike quarantine.
+
+    Duplicates: ``seen`` maps an event time to the row remembered with it (a list of
+    rows when several distinct ticks share it); two rows are the same tick when their
+    ``Tick.identity()`` fields are equal, which is what a set of identities decides
+    (for the numbers parsing lets through, equal means equal hash). A time is kept
+    while it is within the horizon of the symbol's newest one: times in event-time
+    order (the common case) queue in ``by_ts`` (append right, forget left), older ones
+    in the ``late`` heap; after every addition whatever is older than the cutoff is
+    forgotten from both. Each kept time is in exactly one of the two.
+    """
+
+    __slots__ = (
+        "symbol",
+        "seen",
+        "by_ts",
+        "late",
+        "newest_ts_ms",
+        "ref_price",
+        "ref_ts_ms",
+        "suspect",
+        "held",
+        "confirmations",
+        "near",
+        "far",
+        "near_ms",
+        "calm",
+    )
+
+    def __init__(self, symbol: str, limits: SpikeThresholds, spike_filter: bool) -> None:
+        self.symbol = symbol
+        self.seen: dict[int, Row | list[Row]] = {}
+        self.by_ts: deque[int] = deque()
+        self.late: list[int] = []
+        self.newest_ts_ms: float = -math.inf
+        self.ref_price: float | None = None
+        self.ref_ts_ms: int | None = None  # None with a price: a seeded reference without time
+        self.suspect: _Held | None = None
+        self.held: list[_Held] = []
+        self.confirmations = 0
+        self.near = limits.near_pct / 100.0
+        self.far = limits.far_pct / 100.0
+        self.near_ms = limits.near_ms
+        # a move within ``calm`` of the reference is never suspect, whatever the time
+        # apart (near <= far): the common case is decided by one comparison
+        self.calm = self.near if spike_filter else _INF
+
+    def remembered(self) -> int:
+        return sum(1 if type(rows) is tuple else len(rows) for rows in self.seen.values())
 
 
 def _rel(a: float, b: float) -> float:
@@ -259,52 +405,114 @@ def _rel(a: float, b: float) -> float:
 
 
 class Validator:
-    """Stateful validator of one input stream (keep one per source)."""
+    """Stateful validator of one input stream (keep one per source).
+
+    ``feed``/``feed_many``/``finish`` return ``Verdicts`` of ``Tick``s; ``feed_row`` and
+    ``finish_rows`` are the same decisions for a hot loop (the publisher's): accepted
+    ticks as rows in ``Tick`` field order, no per-input containers.
+    """
 
     def __init__(self, config: ValidationConfig | None = None, now_ms: Callable[[], int] = wall_ms):
         self.config = config or ValidationConfig()
         self._now_ms = now_ms
         self._symbols: dict[str, _Symbol] = {}
+        self._min_ts_ms = self.config.min_ts_ms
+        self._max_future_ms = self.config.max_future_ms
+        self._horizon_ms = self.config.duplicate_horizon_ms
+        self._wall_clock = now_ms is wall_ms  # read inline: wall_ms() without the call
 
     def feed(self, raw: RawTick) -> Verdicts:
         """Decide one input; the verdicts may also settle earlier held ticks."""
-        out = Verdicts()
-        if raw.fields is None:
-            out.rejected.append(_reject(raw, MALFORMED, raw.error or "input has no fields"))
-            return out
-        try:
-            tick = parse_tick(raw.fields, raw.recv_ms, self.config.min_ts_ms)
-            self._check_time(tick)
-            state = self._state(tick.symbol)
-            identity = tick.identity()
-            if identity in state.seen.ids:
-                raise InvalidInput(
-                    DUPLICATE,
-                    f"(symbol, ts_ms, price, size, seq) {identity!r} repeats an earlier tick",
-                )
-        except InvalidInput as bad:
-            symbol = raw.fields.get("symbol")
-            symbol = symbol.strip() if isinstance(symbol, str) and symbol.strip() else None
-            out.rejected.append(_reject(raw, bad.reason, bad.detail, symbol))
-            return out
-        state.seen.add(identity, tick.ts_ms, self.config.duplicate_horizon_ms)
-        self._spike_stage(state, deque([(tick, raw)]), out)
-        return out
+        accepted: list[Row] = []
+        rejected: list[Rejection] = []
+        row = self.feed_row(raw, accepted, rejected)
+        if row is not None:
+            return Verdicts([Tick(*row)], rejected)
+        return Verdicts([Tick(*r) for r in accepted], rejected)
 
     def feed_many(self, raws: Iterable[RawTick]) -> Verdicts:
         """Feed an iterable of inputs; handy for batches and tests."""
-        out = Verdicts()
+        accepted: list[Row] = []
+        rejected: list[Rejection] = []
+        feed_row = self.feed_row
         for raw in raws:
-            out.extend(self.feed(raw))
-        return out
+            row = feed_row(raw, accepted, rejected)
+            if row is not None:
+                accepted.append(row)
+        return Verdicts([Tick(*r) for r in accepted], rejected)
 
     def finish(self) -> Verdicts:
         """End of input: reject unconfirmed suspects and settle every held tick."""
-        out = Verdicts()
+        accepted: list[Row] = []
+        rejected: list[Rejection] = []
+        self.finish_rows(accepted, rejected)
+        return Verdicts([Tick(*r) for r in accepted], rejected)
+
+    def feed_row(self, raw: RawTick, accepted: list[Row], rejected: list[Rejection]) -> Row | None:
+        """Decide one input, as ``feed`` does, for a hot loop.
+
+        The common outcome, this input accepted and nothing else settled, is returned as
+        its row and appended nowhere. Otherwise None is returned and whatever was decided
+        (rejections, ticks released from quarantine as rows) is appended to ``rejected``
+        and ``accepted``, each in order.
+        """
+        fields = raw.fields
+        if fields is None:
+            rejected.append(_reject(raw, MALFORMED, raw.error or "input has no fields"))
+            return None
+        row = _quick_row(fields, raw.recv_ms, self._min_ts_ms)
+        if row is None:
+            try:
+                row = _checked_row(fields, raw.recv_ms, self._min_ts_ms)
+            except InvalidInput as bad:
+                symbol = fields.get("symbol")
+                symbol = symbol.strip() if isinstance(symbol, str) and symbol.strip() else None
+                rejected.append(_reject(raw, bad.reason, bad.detail, symbol))
+                return None
+        symbol, ts_ms, price = row[0], row[1], row[2]
+        ahead_ms = ts_ms - (_time_ns() // 1_000_000 if self._wall_clock else self._now_ms())
+        if ahead_ms > self._max_future_ms:
+            detail = (
+                f"ts {ts_ms} is {ahead_ms} ms ahead of now (more than {self._max_future_ms} ms)"
+            )
+            rejected.append(_reject(raw, FUTURE_TS, detail, symbol))
+            return None
+        state = self._symbols.get(symbol)
+        if state is None:
+            state = self._new_state(symbol)
+        seen = state.seen
+        if ts_ms in seen:
+            if not self._remember_another(state, row, raw, rejected):
+                return None
+        elif ts_ms > state.newest_ts_ms:  # in event-time order: remember, forget the oldest
+            seen[ts_ms] = row
+            by_ts = state.by_ts
+            by_ts.append(ts_ms)
+            state.newest_ts_ms = ts_ms
+            cutoff = ts_ms - self._horizon_ms
+            if by_ts[0] < cutoff:
+                while by_ts[0] < cutoff:
+                    del seen[by_ts.popleft()]
+            late = state.late
+            while late and late[0] < cutoff:
+                del seen[heapq.heappop(late)]
+        elif ts_ms >= state.newest_ts_ms - self._horizon_ms:
+            seen[ts_ms] = row
+            heapq.heappush(state.late, ts_ms)
+        # else: already beyond the horizon, forgotten at once
+        if state.suspect is None:
+            ref = state.ref_price
+            if ref is None or abs(price - ref) / ref <= state.calm:
+                state.ref_price, state.ref_ts_ms = price, ts_ms
+                return row
+        self._spike_stage(state, deque([(row, raw)]), accepted, rejected)
+        return None
+
+    def finish_rows(self, accepted: list[Row], rejected: list[Rejection]) -> None:
+        """``finish`` for a hot loop: appends rows and rejections."""
         for state in self._symbols.values():
             while state.suspect is not None:
-                self._reject_suspect(state, out, "still unconfirmed at end of input")
-        return out
+                self._reject_suspect(state, accepted, rejected, "still unconfirmed at end of input")
 
     def held_count(self) -> int:
         """Ticks waiting in quarantine (suspects and those held behind them)."""
@@ -312,88 +520,110 @@ class Validator:
 
     def remembered_count(self) -> int:
         """Tick identities kept for duplicate detection (bounded by the horizon)."""
-        return sum(len(s.seen.ids) for s in self._symbols.values())
+        return sum(s.remembered() for s in self._symbols.values())
 
     # ------------------------------------------------------------ internals
 
-    def _state(self, symbol: str) -> _Symbol:
-        state = self._symbols.get(symbol)
-        if state is None:
-            state = self._symbols[symbol] = _Symbol()
-            seed = self.config.reference_prices.get(symbol)
-            if seed is not None:
-                state.ref_price = float(seed)
+    def _new_state(self, symbol: str) -> _Symbol:
+        config = self.config
+        state = self._symbols[symbol] = _Symbol(
+            symbol, config.thresholds(symbol), config.spike_filter
+        )
+        seed = config.reference_prices.get(symbol)
+        if seed is not None:
+            state.ref_price = float(seed)
         return state
 
-    def _check_time(self, tick: Tick) -> None:
-        ahead_ms = tick.ts_ms - self._now_ms()
-        if ahead_ms > self.config.max_future_ms:
-            raise InvalidInput(
-                FUTURE_TS,
-                f"ts {tick.ts_ms} is {ahead_ms} ms ahead of now"
-                f" (more than {self.config.max_future_ms} ms)",
-            )
+    @staticmethod
+    def _remember_another(
+        state: _Symbol, row: Row, raw: RawTick, rejected: list[Rejection]
+    ) -> bool:
+        """A tick at an event time already remembered: a duplicate (rejected) or another."""
+        ts_ms = row[1]
+        kept = state.seen[ts_ms]
+        rows = [kept] if type(kept) is tuple else kept
+        key = (row[2], row[5], row[7])  # with symbol and ts_ms, the identity
+        for other in rows:
+            if (other[2], other[5], other[7]) == key:
+                identity = (row[0], ts_ms, row[2], row[5], row[7])
+                detail = f"(symbol, ts_ms, price, size, seq) {identity!r} repeats an earlier tick"
+                rejected.append(_reject(raw, DUPLICATE, detail, row[0]))
+                return False
+        if rows is kept:
+            kept.append(row)
+        else:
+            state.seen[ts_ms] = [kept, row]
+        return True
 
     def _spike_stage(
-        self, state: _Symbol, work: deque[tuple[Tick, RawTick]], out: Verdicts
+        self,
+        state: _Symbol,
+        work: deque[_Held],
+        accepted: list[Row],
+        rejected: list[Rejection],
     ) -> None:
         """Run ticks (in order) through the quarantine; rejected suspects re-queue their held."""
         while work:
-            tick, raw = work.popleft()
+            item = work.popleft()
+            row = item[0]
             if state.suspect is None:
-                if self._is_suspect(state, tick):
-                    state.suspect = (tick, raw)
+                if self._is_suspect(state, row):
+                    state.suspect = item
                     state.confirmations = 0
                 else:
-                    self._accept(state, tick, out)
+                    self._accept(state, row, accepted)
                 continue
-            state.held.append((tick, raw))
-            near = self.config.thresholds(tick.symbol).near_pct / 100.0
-            suspect_price = state.suspect[0].price
-            to_suspect = _rel(tick.price, suspect_price)
+            state.held.append(item)
+            near = state.near
+            price = row[2]
+            to_suspect = _rel(price, state.suspect[0][2])
             assert state.ref_price is not None  # a suspect always has a reference
-            to_ref = _rel(tick.price, state.ref_price)
+            to_ref = _rel(price, state.ref_price)
             if to_suspect <= near and (to_ref > near or to_suspect < to_ref):
                 state.confirmations += 1
                 if state.confirmations >= self.config.confirm_ticks:
-                    self._accept(state, state.suspect[0], out)
-                    for held_tick, _ in state.held:
-                        self._accept(state, held_tick, out)
+                    self._accept(state, state.suspect[0], accepted)
+                    for held, _ in state.held:
+                        self._accept(state, held, accepted)
                     state.suspect, state.held = None, []
             else:
                 where = "back near" if to_ref <= near else "far from both the suspect and"
-                why = f"next tick {tick.price!r} is {where} the last accepted price"
-                work.extendleft(reversed(self._reject_suspect(state, out, why, requeue=False)))
+                why = f"next tick {price!r} is {where} the last accepted price"
+                held = self._reject_suspect(state, accepted, rejected, why, requeue=False)
+                work.extendleft(reversed(held))
 
     def _reject_suspect(
-        self, state: _Symbol, out: Verdicts, why: str, requeue: bool = True
-    ) -> list[tuple[Tick, RawTick]]:
+        self,
+        state: _Symbol,
+        accepted: list[Row],
+        rejected: list[Rejection],
+        why: str,
+        requeue: bool = True,
+    ) -> list[_Held]:
         """Reject the suspect; its held ticks are re-run now or returned to the caller."""
         assert state.suspect is not None and state.ref_price is not None
-        tick, raw = state.suspect
-        ref = state.ref_price
+        row, raw = state.suspect
+        price, ref = row[2], state.ref_price
         detail = (
-            f"price {tick.price!r} is {_rel(tick.price, ref) * 100:.2f}% from the last"
+            f"price {price!r} is {_rel(price, ref) * 100:.2f}% from the last"
             f" accepted {ref!r}; {why}"
         )
-        out.rejected.append(_reject(raw, SPIKE, detail, tick.symbol))
+        rejected.append(_reject(raw, SPIKE, detail, row[0]))
         held, state.suspect, state.held = state.held, None, []
         if requeue:
-            self._spike_stage(state, deque(held), out)
+            self._spike_stage(state, deque(held), accepted, rejected)
         return held
 
-    def _is_suspect(self, state: _Symbol, tick: Tick) -> bool:
+    def _is_suspect(self, state: _Symbol, row: Row) -> bool:
         if not self.config.spike_filter or state.ref_price is None:
             return False
-        limits = self.config.thresholds(tick.symbol)
-        near = state.ref_ts_ms is not None and abs(tick.ts_ms - state.ref_ts_ms) < limits.near_ms
-        pct = limits.near_pct if near else limits.far_pct
-        return _rel(tick.price, state.ref_price) > pct / 100.0
+        near = state.ref_ts_ms is not None and abs(row[1] - state.ref_ts_ms) < state.near_ms
+        return _rel(row[2], state.ref_price) > (state.near if near else state.far)
 
     @staticmethod
-    def _accept(state: _Symbol, tick: Tick, out: Verdicts) -> None:
-        state.ref_price, state.ref_ts_ms = tick.price, tick.ts_ms
-        out.accepted.append(tick)
+    def _accept(state: _Symbol, row: Row, accepted: list[Row]) -> None:
+        state.ref_price, state.ref_ts_ms = row[2], row[1]
+        accepted.append(row)
 
 
 def _reject(raw: RawTick, reason: str, detail: str, symbol: str | None = None) -> Rejection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,8 @@ from producers.validation import (
     Validator,
     parse_ts_ms,
 )
+from tickstream import serde
+from tickstream.model import Tick
 
 T0 = 1_769_385_600_000  # 2026-01-26T00:00:00Z
 NOW = T0 + 86_400_000
@@ -490,3 +493,102 @@ def test_duplicates_match_a_brute_force_set(ops, horizon_ms: int) -> None:
             if stamps
         )
         assert validator.remembered_count() <= bound
+
+
+# ------------------------------------------------------------------ the hot path
+
+
+def test_text_values_decide_as_their_stripped_text() -> None:
+    """Plain text takes a fast path; odd text must still decide as the checks in order do."""
+    base = {"symbol": "XAU", "ts": str(T0), "price": "5000.5"}
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"price": " 5000.5 "}, 5000.5),
+        ({"price": "\x1c5000.5"}, 5000.5),  # float() alone refuses this, str.strip() removes it
+        ({"price": "5_000.5"}, 5000.5),
+        ({"ts": f" {T0} "}, 5000.5),
+        ({"ts": "2026-01-26T00:00:00Z"}, 5000.5),
+        ({"seq": " 17 "}, 5000.5),
+        ({"seq": "-5"}, 5000.5),
+        ({"bid": "", "ask": " ", "size": "", "venue": " "}, 5000.5),
+        ({"price": "1e400"}, INVALID_PRICE),
+        ({"price": "nan"}, INVALID_PRICE),
+        ({"seq": "\u0663"}, MALFORMED),  # a digit, but not [0-9]
+        ({"ts": "\u0661" * 13}, MALFORMED),
+        ({"bid": "5001", "ask": "5000"}, CROSSED_QUOTE),
+    ]
+    for extra, want in cases:
+        out = one({**base, **extra})
+        if isinstance(want, float):
+            [tick] = out.accepted
+            assert tick.price == want and tick.ts_ms == T0, extra
+        else:
+            [rejection] = out.rejected
+            assert rejection.reason == want, extra
+    [tick] = one({**base, "seq": " 17 ", "venue": " LBMA "}).accepted
+    assert (tick.seq, tick.venue, tick.bid, tick.size) == (17, "LBMA", None, None)
+    [tick] = one({**base, "seq": "-5", "bid": 5000, "ask": 5001}).accepted
+    assert (tick.seq, tick.bid, tick.ask) == (-5, 5000.0, 5001.0)
+    assert type(tick.bid) is float and type(tick.ask) is float
+
+
+def test_same_time_different_ticks_and_their_duplicates() -> None:
+    """Several distinct ticks may share an event time; each is remembered on its own."""
+    config = ValidationConfig(duplicate_horizon_ms=1_000, spike_filter=False)
+    validator = Validator(config, now_ms=now)
+    same_ts = [tick_fields(100.0, T0, seq=1), tick_fields(100.0, T0, seq=2), tick_fields(100.5, T0)]
+    for i, fields in enumerate(same_ts):
+        assert validator.feed(raw(i, fields)).accepted
+    assert validator.remembered_count() == 3
+    for i, fields in enumerate(same_ts):
+        [rejection] = validator.feed(raw(10 + i, dict(fields))).rejected
+        assert rejection.reason == DUPLICATE and repr(T0) in rejection.detail
+    assert validator.feed(raw(20, tick_fields(100.0, T0 + 1_000, seq=1))).accepted
+    assert validator.remembered_count() == 4  # T0 is still within the horizon of T0 + 1000
+    assert validator.feed(raw(21, tick_fields(100.0, T0 + 1_001, seq=1))).accepted
+    assert validator.remembered_count() == 2  # T0 forgotten
+    # beyond the horizon: accepted again, and forgotten at once
+    assert validator.feed(raw(22, tick_fields(100.0, T0, seq=1))).accepted
+    assert validator.remembered_count() == 2
+    # late but within the horizon: remembered
+    assert validator.feed(raw(23, tick_fields(100.0, T0 + 500, seq=1))).accepted
+    assert validator.feed(raw(24, tick_fields(100.0, T0 + 500, seq=1))).rejected
+    assert validator.remembered_count() == 3
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(op, max_size=80))
+def test_feed_row_decides_as_feed(ops) -> None:
+    """The publisher's hot path (rows, no per-input containers) decides exactly as feed()."""
+    inputs, _ = build_stream(ops)
+    by_feed = Validator(ValidationConfig(), now_ms=now)
+    by_row = Validator(ValidationConfig(), now_ms=now)
+    for r in inputs:
+        want = by_feed.feed(r)
+        accepted: list[tuple[Any, ...]] = []
+        rejected: list[Any] = []
+        row = by_row.feed_row(r, accepted, rejected)
+        if row is not None:
+            assert accepted == [] and rejected == []
+            accepted.append(row)
+        assert [Tick(*a) for a in accepted] == want.accepted
+        assert rejected == want.rejected
+        assert by_row.held_count() == by_feed.held_count()
+    want = by_feed.finish()
+    accepted, rejected = [], []
+    by_row.finish_rows(accepted, rejected)
+    assert ([Tick(*a) for a in accepted], rejected) == (want.accepted, want.rejected)
+
+
+def test_rows_are_the_wire_rows() -> None:
+    """The publisher packs rows as they are: the bytes serde.encode_ticks makes of the Ticks."""
+    inputs = steady(5) + [raw(9, tick_fields(100.1, T0 + 9_000, "XAG", 9, bid=100, venue=" V "))]
+    validator = Validator(ValidationConfig(), now_ms=now)
+    rows: list[tuple[Any, ...]] = []
+    for r in inputs:
+        row = validator.feed_row(r, rows, [])
+        if row is not None:
+            rows.append(row)
+    assert len(rows) == 6
+    ticks = [Tick(*r) for r in rows]
+    assert [tuple(getattr(t, f) for f in serde.TICK_FIELDS) for t in ticks] == rows
+    assert orjson.dumps(rows) == serde.encode_ticks(ticks)
