@@ -19,8 +19,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from producers.publisher import Publisher, PublishReport
@@ -106,6 +108,7 @@ class Pipeline:
         self.gateway_token = options.gateway_token or secrets.token_urlsafe(18)
         self.gateway_skipped: str | None = None
         self.sink = ClickHouseSink(settings)
+        self.live = False  # in the run-until-Ctrl-C phase (Ctrl-C is then a normal stop)
 
     def start_broker_if_needed(self) -> None:
         bootstrap = self.settings.kafka_bootstrap
@@ -231,8 +234,10 @@ class Pipeline:
             sink_task = asyncio.create_task(self.sink.run(), name="sink")
             try:
                 if self.options.replay is not None:
-                    return await self._replay(self.options.replay, sink_task)
-                return await self._live(sink_task)
+                    work = self._replay(self.options.replay, sink_task)
+                else:
+                    work = self._live(sink_task)
+                return await _until_interrupted(work, self._interrupted)
             finally:
                 await self.sink.stop()
                 sink_task.cancel()
@@ -240,6 +245,18 @@ class Pipeline:
                     await sink_task
         finally:
             self.shutdown()
+
+    def _interrupted(self) -> int:
+        """Ctrl-C ends a live run normally; a replay cut short says so and exits 130."""
+        if self.live:
+            print("stopped", file=sys.stderr)
+            return 0
+        print(
+            "interrupted: the replay did not finish (what was published stays in Kafka; "
+            "run again to complete it)",
+            file=sys.stderr,
+        )
+        return 130
 
     async def _replay(self, path: Path, sink_task: asyncio.Task[None]) -> int:
         run_id = uuid.uuid4().hex
@@ -281,26 +298,24 @@ class Pipeline:
             waiter.cancel()
 
     async def _live(self, sink_task: asyncio.Task[None], publish: bool = True) -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        """Run until cancelled (Ctrl-C): watch the children, the sink and the simulator."""
+        self.live = True
         producer_task: asyncio.Task[None] | None = None
         if publish:
             producer_task = asyncio.create_task(self._simulate(), name="simulator")
         print("running; Ctrl-C to stop", file=sys.stderr)
-        while not stop.is_set():
-            self.check_children()
-            if sink_task.done():
-                sink_task.result()
-            if producer_task is not None and producer_task.done():
-                producer_task.result()
-                producer_task = None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-        if producer_task is not None:
-            producer_task.cancel()
-        return 0
+        try:
+            while True:
+                self.check_children()
+                if sink_task.done():
+                    sink_task.result()
+                if producer_task is not None and producer_task.done():
+                    producer_task.result()
+                    producer_task = None
+                await asyncio.sleep(1.0)
+        finally:
+            if producer_task is not None:
+                producer_task.cancel()
 
     async def _simulate(self) -> None:
         from producers.simulator import SimulatorConfig, simulate
@@ -346,3 +361,27 @@ class Pipeline:
         self.sink.close()
         if self.started_broker:
             kafka_local.broker("down", self.settings.kafka_port, check=False)
+
+
+async def _until_interrupted(
+    work: Coroutine[Any, Any, int], on_interrupt: Callable[[], int]
+) -> int:
+    """Await ``work``; SIGINT/SIGTERM cancel it and the exit code comes from ``on_interrupt``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return on_interrupt()
+    finally:
+        stopper.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
