@@ -304,8 +304,18 @@ class Pipeline:
         if publish:
             producer_task = asyncio.create_task(self._simulate(), name="simulator")
         print("running; Ctrl-C to stop", file=sys.stderr)
+        stats = self.sink.stats
+        last_rows, last_report = stats.rows_inserted, time.monotonic()
         try:
             while True:
+                now = time.monotonic()
+                if now - last_report >= 30:  # a heartbeat a person can read
+                    rate = (stats.rows_inserted - last_rows) / (now - last_report)
+                    print(
+                        f"  {stats.rows_inserted:,} rows in ClickHouse ({rate:,.0f}/s lately)",
+                        file=sys.stderr,
+                    )
+                    last_rows, last_report = stats.rows_inserted, now
                 self.check_children()
                 if sink_task.done():
                     sink_task.result()
