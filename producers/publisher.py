@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -230,55 +229,29 @@ class Publisher:
         count = 0
         name = "unknown"
         validator = self.validator
-        kind = type(validator)
-        if kind.feed is not Validator.feed and kind.feed_row is Validator.feed_row:
-            # a validator with a feed() of its own and no feed_row() to match
-            async for raw in source:
-                count += 1
-                if raw.source != name:
-                    name = raw.source
-                    _zero_counters(name, (self.topics.ticks, self.topics.dlq))
-                verdicts = validator.feed(raw)
-                await self._emit([_row(t) for t in verdicts.accepted], verdicts.rejected, name)
-                if progress is not None and count % 1000 == 0:
-                    progress(count)
-            verdicts = validator.finish()
-            await self._emit([_row(t) for t in verdicts.accepted], verdicts.rejected, name)
-        else:
-            feed_row = validator.feed_row
-            accepted: list[Row] = []
-            rejected: list[Rejection] = []
-            limit = self._ticks_per_message
-            newest = self._newest_ts
-            totals = self._accepted.setdefault(name, {})
-            async for raw in source:
-                count += 1
-                if raw.source != name:
-                    name = raw.source
-                    _zero_counters(name, (self.topics.ticks, self.topics.dlq))
-                    totals = self._accepted.setdefault(name, {})
-                row = feed_row(raw, accepted, rejected)
-                if row is not None:
-                    symbol = row[0]
-                    pending = self._pending  # re-read: the linger task swaps it out
-                    rows = pending.get(symbol)
-                    if rows is None:
-                        rows = pending[symbol] = []
-                    rows.append(row)
-                    totals[symbol] = totals.get(symbol, 0) + 1
-                    if row[1] > newest.get(symbol, 0):
-                        newest[symbol] = row[1]
-                    self.report.accepted += 1
-                    if len(rows) >= limit:
-                        del pending[symbol]
-                        await self._ship(symbol, rows)
-                elif accepted or rejected:
-                    await self._emit(accepted, rejected, name)
-                    accepted, rejected = [], []
-                if progress is not None and count % 1000 == 0:
-                    progress(count)
-            validator.finish_rows(accepted, rejected)
-            await self._emit(accepted, rejected, name)
+        feed_row = validator.feed_row
+        accepted: list[Row] = []
+        rejected: list[Rejection] = []
+        totals = self._accepted.setdefault(name, {})
+        async for raw in source:
+            count += 1
+            if raw.source != name:
+                name = raw.source
+                _zero_counters(name, (self.topics.ticks, self.topics.dlq))
+                totals = self._accepted.setdefault(name, {})
+            row = feed_row(raw, accepted, rejected)
+            if row is not None:
+                self.report.accepted += 1
+                full = self._take(row, totals)
+                if full is not None:
+                    await self._ship(row[0], full)
+            elif accepted or rejected:
+                await self._emit(accepted, rejected, name)
+                accepted, rejected = [], []
+            if progress is not None and count % 1000 == 0:
+                progress(count)
+        validator.finish_rows(accepted, rejected)
+        await self._emit(accepted, rejected, name)
         await self.flush()
         self.report.inputs += count
         self.report.seconds += time.perf_counter() - started
@@ -286,25 +259,31 @@ class Publisher:
             progress(count)
         return self.report
 
+    def _take(self, row: Row, totals: dict[str, int]) -> list[Row] | None:
+        """Add an accepted row to its symbol's pending message; return the message once full."""
+        symbol = row[0]
+        pending = self._pending  # re-read each time: the linger task swaps it out
+        rows = pending.get(symbol)
+        if rows is None:
+            rows = pending[symbol] = []
+        rows.append(row)
+        totals[symbol] = totals.get(symbol, 0) + 1
+        if row[1] > self._newest_ts.get(symbol, 0):
+            self._newest_ts[symbol] = row[1]
+        if len(rows) < self._ticks_per_message:
+            return None
+        del pending[symbol]
+        return rows
+
     async def _emit(self, accepted: list[Row], rejected: list[Rejection], source: str) -> None:
         """Accepted rows to their pending messages, rejections to the DLQ, in order."""
         batches = self._batches
         assert batches is not None
         totals = self._accepted.setdefault(source, {})
-        newest = self._newest_ts
         for row in accepted:
-            symbol = row[0]
-            pending = self._pending  # re-read: the linger task swaps it out while we await
-            rows = pending.get(symbol)
-            if rows is None:
-                rows = pending[symbol] = []
-            rows.append(row)
-            totals[symbol] = totals.get(symbol, 0) + 1
-            if row[1] > newest.get(symbol, 0):
-                newest[symbol] = row[1]
-            if len(rows) >= self._ticks_per_message:
-                del pending[symbol]
-                await self._ship(symbol, rows)
+            full = self._take(row, totals)
+            if full is not None:
+                await self._ship(row[0], full)
         self.report.accepted += len(accepted)
         for rejection in rejected:
             key = (rejection.symbol or rejection.source).encode()
@@ -337,9 +316,6 @@ class Publisher:
                     topic, p, b"", serde.eof_message(run_id, p, len(partitions))
                 )
         await self._batches.flush()
-
-
-_row = attrgetter(*serde.TICK_FIELDS)  # a Tick as its row (field order, as on the wire)
 
 
 def _zero_counters(source: str, topics: tuple[str, ...]) -> None:
