@@ -61,6 +61,7 @@ def create_app(
     )
     ticks = app.topic(topics.ticks, key_serializer="raw", value_serializer="raw")
     core = ProcessorCore(topics, config, settings.partitions)
+    group = topics.group("processor")
     batch_size = settings.processor_batch
     within_s = settings.processor_batch_ms / 1000
 
@@ -83,8 +84,24 @@ def create_app(
             await app.producer.flush()
             metrics.PROCESSOR_BATCH.observe(len(events))
             metrics.PROCESSOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+            report_lag(app, group, topics.ticks, core.applied)
 
     return app
+
+
+def report_lag(app: faust.App, group: str, topic: str, applied: dict[int, int]) -> None:
+    """Messages of the ticks topic not yet reflected in the state, per assigned partition."""
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        if tp.topic != topic:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # no fetch yet for this partition
+            continue
+        if high is not None:
+            lag = max(0, high - applied.get(tp.partition, -1) - 1)
+            metrics.SINK_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
 
 
 async def load_state(bootstrap: str, topic: str) -> bytes | None:
