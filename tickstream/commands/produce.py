@@ -24,12 +24,37 @@ def _env(name: str) -> dict[str, Any]:
 
 
 @click.group()
-def produce() -> None:
+@click.option(
+    "--compression",
+    type=click.Choice(["none", "gzip", "lz4", "zstd", "snappy"]),
+    default="none",
+    show_default=True,
+    **_env("COMPRESSION"),
+    help="Kafka batch compression. none is fastest next to the broker; gzip is always "
+    "available, the others need aiokafka's codec extras.",
+)
+@click.pass_context
+def produce(ctx: click.Context, compression: str) -> None:
     """Publish ticks from one source: validated, rejects to the dead-letter topic.
 
     Every accepted tick goes to <namespace>.ticks (keyed by symbol); every
     rejected input goes to <namespace>.ticks.dlq with its reason and position.
     """
+    from aiokafka import codec
+
+    available = {
+        "none": True,
+        "gzip": codec.has_gzip(),
+        "lz4": codec.has_lz4(),
+        "zstd": codec.has_zstd(),
+        "snappy": codec.has_snappy(),
+    }
+    if not available[compression]:
+        raise click.BadParameter(
+            f"{compression} needs its codec (pip install 'aiokafka[{compression}]')",
+            param_hint="--compression / TICKSTREAM_COMPRESSION",
+        )
+    ctx.obj = {"compression_type": None if compression == "none" else compression}
 
 
 @produce.command()
@@ -204,10 +229,14 @@ def _publish(settings: Settings, source: AsyncIterator[Any], total: int | None =
     from tickstream.kafka_io import ensure_topics
     from tickstream.progress import progress_printer
 
+    producer_options = click.get_current_context().obj or {}  # from the produce group
+
     async def main() -> None:
         await ensure_topics(settings)
         metrics.serve_metrics(settings.metrics_port, "producer")
-        async with Publisher(settings, Validator(ValidationConfig())) as publisher:
+        async with Publisher(
+            settings, Validator(ValidationConfig()), producer_options=producer_options
+        ) as publisher:
             task = asyncio.create_task(publisher.publish(source, progress=progress_printer(total)))
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
