@@ -48,7 +48,6 @@ class Outgoing:
 class StepOutput:
     messages: list[Outgoing] = field(default_factory=list)
     ticks: int = 0
-    finished_runs: list[str] = field(default_factory=list)
 
 
 class ProcessorCore:
@@ -100,7 +99,6 @@ class ProcessorCore:
                     )
             log.info("end of input %s: open windows flushed, marker passed on", run_id)
         out.ticks = len(ticks)
-        out.finished_runs = finished
         return out
 
     def _eof(self, doc: dict[str, Any]) -> bool:

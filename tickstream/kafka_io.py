@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
     """Create tickstream's topics when missing (idempotent, safe to race)."""
     topics = Topics(settings.namespace)
-    wanted = [NewTopic(name, settings.partitions, 1) for name in topics.data()]
+    wanted = [NewTopic(name, settings.partitions, 1) for name in topics.sink_inputs()]
     wanted.append(
         NewTopic(
             topics.processor_state,

@@ -24,18 +24,4 @@ class Tick:
         return (self.symbol, self.ts_ms, self.price, self.size, self.seq)
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """An OHLC bar; ``ts_ms`` is the start of its interval."""
-
-    symbol: str
-    ts_ms: int
-    interval_ms: int
-    open: float
-    high: float
-    low: float
-    close: float
-    ticks: int
-
-
 MINUTE_MS = 60_000

@@ -44,8 +44,5 @@ class Topics:
     def processor_outputs(self) -> list[str]:
         return [self.late, self.aggregates, self.signals]
 
-    def data(self) -> list[str]:
-        return self.sink_inputs()
-
     def group(self, component: str) -> str:
         return f"{self.namespace}.{component}"

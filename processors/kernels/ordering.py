@@ -42,13 +42,6 @@ class Reorderer:
         self._clocks: dict[str, _SymbolClock] = {}
         self._arrivals = 0
 
-    def watermark_ms(self, symbol: str) -> int | None:
-        """Every tick of ``symbol`` released from now on has ts_ms >= this value."""
-        clock = self._clocks.get(symbol)
-        if clock is None:
-            return None
-        return max(clock.max_ts_ms - self.allowed_lateness_ms, clock.floor_ms)
-
     def watermarks(self) -> dict[str, int]:
         lateness = self.allowed_lateness_ms
         return {s: max(c.max_ts_ms - lateness, c.floor_ms) for s, c in self._clocks.items()}
