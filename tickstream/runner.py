@@ -77,7 +77,14 @@ def processor_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
 def gateway_command(settings: Settings, port: int, token: str) -> tuple[list[str], dict[str, str]]:
     """The child process serving the desk feed and the live board for this run's namespace."""
     env = dict(os.environ)
-    for name in ("kafka_bootstrap", "namespace", "partitions", "clickhouse_url"):
+    for name in (
+        "kafka_bootstrap",
+        "namespace",
+        "partitions",
+        "clickhouse_url",
+        "level_steps",
+        "record_seeds",
+    ):
         env[envvar(name)] = str(getattr(settings, name))
     env["TICKSTREAM_GATEWAY_PORT"] = str(port)
     env["TICKSTREAM_GATEWAY_TOKENS"] = token
@@ -223,11 +230,11 @@ class Pipeline:
         self.start_broker_if_needed()
         try:
             await ensure_topics(self.settings)
-            if self.options.gateway_port:
-                self.start_gateway()  # it catches up with Kafka while the rest starts
             port = metrics.serve_metrics(self.settings.metrics_port, "producer+sink")
             await self.sink.start()
             await self._write_seeds()
+            if self.options.gateway_port:
+                self.start_gateway()  # it catches up with Kafka while the processor starts
             self.start_processor()
             await self.wait_gateway_listening()
             self._print_banner(port)

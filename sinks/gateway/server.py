@@ -25,7 +25,8 @@ import resource
 import ssl as ssl_module
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ class GatewayConfig:
     replay_capacity: int = 200_000  # signals kept for since_ms replays
     close_timeout: float = 10.0
     partitions: int = 3  # of the topics, when the gateway has to create them
+    level_steps: Mapping[str, Sequence[float]] | None = None  # as the processor's (next levels)
+    known_aths: Mapping[str, tuple[float, int]] = field(default_factory=dict)  # (price, ts_ms)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -216,7 +219,9 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.topics = Topics(config.namespace)
-        self.state = BoardState()
+        self.state = BoardState(config.level_steps)
+        for symbol, (price, ts_ms) in config.known_aths.items():  # the processor's record seeds
+            self.state.ath[symbol] = {"price": price, "ts_ms": ts_ms, "source": "seed"}
         self.log = SignalLog(config.replay_capacity)
         self.ticks = Conflator()
         self.clients: set[_Client] = set()

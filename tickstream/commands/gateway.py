@@ -84,7 +84,9 @@ def _opt(name: str, **kwargs: object):  # type: ignore[no-untyped-def]
     show_default=True,
     help="Signals kept in memory for since_ms replays (the signals topic is read whole).",
 )
-@settings_options("kafka_bootstrap", "namespace", "partitions", "clickhouse_url")
+@settings_options(
+    "kafka_bootstrap", "namespace", "partitions", "clickhouse_url", "level_steps", "record_seeds"
+)
 def gateway(
     host: str,
     port: int,
@@ -144,6 +146,8 @@ def gateway(
             backfill=backfill,
             replay_capacity=replay_capacity,
             partitions=settings.partitions,
+            level_steps=settings.parsed_level_steps(),
+            known_aths=_known_aths(settings.record_seeds),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -159,3 +163,12 @@ def gateway(
         asyncio.run(main())
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+
+
+def _known_aths(path: str) -> dict[str, tuple[float, int]]:
+    """All-time highs the processor was seeded with, so the board measures from them too."""
+    if not path:
+        return {}
+    from processors.seeds import seeds_from_file
+
+    return {s: (seed.ath, seed.ath_ts_ms) for s, seed in seeds_from_file(Path(path)).items()}
