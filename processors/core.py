@@ -87,6 +87,7 @@ class ProcessorCore:
             result = self.analytics.update(ticks)
             self._publish(result.rows, result.late, out)
             _observe_signal_latency(result.rows, newest_recv)
+            self._report_open_windows()
         for run_id in finished:
             flushed = self.analytics.flush()
             self._publish(flushed.rows, flushed.late, out)
@@ -100,6 +101,11 @@ class ProcessorCore:
             log.info("end of input %s: open windows flushed, marker passed on", run_id)
         out.ticks = len(ticks)
         return out
+
+    def _report_open_windows(self) -> None:
+        divergence = self.analytics.kernels["divergence"]
+        for (pair, metric), direction in divergence.open_windows().items():  # type: ignore[attr-defined]
+            metrics.DIVERGENCE_OPEN.labels(pair, metric).set(direction)
 
     def _eof(self, doc: dict[str, Any]) -> bool:
         seen = self.eof_seen.setdefault(doc["run_id"], set())

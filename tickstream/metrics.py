@@ -148,6 +148,11 @@ GATEWAY_UNDECODABLE = Counter(
     ["topic"],
 )
 
+DIVERGENCE_OPEN = Gauge(
+    "tickstream_divergence_window_open",
+    "Direction of the open divergence window per pair and metric (+1, -1; 0 = none open).",
+    ["pair", "metric"],
+)
 EVENT_LAG = Histogram(
     "tickstream_event_lag_seconds",
     "Wall-clock time since the event time (the tick's ts) of the newest item at a stage; "

@@ -179,6 +179,14 @@ class DivergenceKernel:
             for symbol in (pair.a, pair.b):
                 self._series.setdefault(symbol, _Series())
 
+    def open_windows(self) -> dict[tuple[str, str], int]:
+        """(pair, metric) -> direction of its open window, 0 when none is open."""
+        return {
+            (pair.label, metric): 0 if window is None else window[0]
+            for pair in self._pairs
+            for metric, window in pair.open.items()
+        }
+
     def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[dict[str, Any]]:
         clock = self.config.clock_ms
         all_series = self._series
