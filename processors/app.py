@@ -101,7 +101,7 @@ def report_lag(app: faust.App, group: str, topic: str, applied: dict[int, int]) 
             continue
         if high is not None:
             lag = max(0, high - applied.get(tp.partition, -1) - 1)
-            metrics.SINK_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+            metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
 
 
 async def load_state(bootstrap: str, topic: str) -> bytes | None:

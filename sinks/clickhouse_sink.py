@@ -452,7 +452,7 @@ class ClickHouseSink:
             high = consumer.highwater(tp)
             if high is not None:
                 lag = high - await consumer.position(tp)
-                metrics.SINK_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
+                metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
 
     async def merge_touched(self) -> None:
         """Merge the partitions written since this sink started (every table fed from Kafka),

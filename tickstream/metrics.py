@@ -87,7 +87,7 @@ SINK_ERRORS = Counter(
     "tickstream_sink_errors_total", "Failed inserts or undecodable messages.", ["table", "reason"]
 )
 SINK_RETRIES = Counter("tickstream_sink_retries_total", "Insert retries after a failure.")
-SINK_LAG = Gauge(
+CONSUMER_LAG = Gauge(
     "tickstream_consumer_lag_messages",
     "Messages behind the log end, per partition.",
     ["group", "topic", "partition"],
