@@ -31,7 +31,7 @@ def eof(run: str, partition: int, partitions: int, offset: int) -> Incoming:
 
 
 def rows(out) -> list[tuple]:  # type: ignore[no-untyped-def]
-    return [(m.topic, m.partition, m.value) for m in out.messages]
+    return [(m.topic, -1 if m.partition is None else m.partition, m.value) for m in out.messages]
 
 
 def test_restored_core_skips_what_its_state_reflects() -> None:
