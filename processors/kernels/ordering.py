@@ -25,6 +25,22 @@ from tickstream.model import Tick
 END_OF_TIME_MS = 2**62
 
 
+class Released(list[Tick]):
+    """Released ticks, symbol after symbol, with the per-symbol split kept for the kernels.
+
+    Every kernel loops per symbol; ``by_symbol`` spares each of them splitting the batch
+    again (see ``rolling.group_by_symbol``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_symbol: dict[str, list[Tick]] = {}
+
+    def add(self, symbol: str, ticks: list[Tick]) -> None:
+        self.by_symbol[symbol] = ticks
+        self.extend(ticks)
+
+
 @dataclass(slots=True)
 class _SymbolClock:
     max_ts_ms: int
@@ -72,20 +88,21 @@ class Reorderer:
                 insort(held, (ts, arrivals, tick))  # (ts, arrival) is unique: ticks never compared
             touched[symbol] = clock
         self._arrivals = arrivals
-        released: list[Tick] = []
-        for clock in touched.values():
+        released = Released()
+        for symbol, clock in touched.items():
             held = clock.held
             cut = bisect_left(held, (clock.max_ts_ms - lateness,))
             if cut:
-                released.extend([entry[2] for entry in held[:cut]])
+                released.add(symbol, [entry[2] for entry in held[:cut]])
                 del held[:cut]
         return released, late
 
     def flush(self) -> list[Tick]:
         """Release everything held (end of input); later ticks at or before these are late."""
-        released: list[Tick] = []
-        for clock in self._clocks.values():
-            released.extend([entry[2] for entry in clock.held])
+        released = Released()
+        for symbol, clock in self._clocks.items():
+            if clock.held:
+                released.add(symbol, [entry[2] for entry in clock.held])
             clock.held = []
             clock.floor_ms = max(clock.floor_ms, clock.max_ts_ms)
         return released

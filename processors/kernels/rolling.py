@@ -181,6 +181,9 @@ class RollingKernel:
 
 def group_by_symbol(ticks: Sequence[Tick]) -> dict[str, list[Tick]]:
     """Split a batch per symbol, keeping each symbol's order: per-symbol loops stay tight."""
+    split = getattr(ticks, "by_symbol", None)  # the ordering stage's Released: split already
+    if split is not None:
+        return split
     groups: dict[str, list[Tick]] = {}
     get = groups.get
     for tick in ticks:
