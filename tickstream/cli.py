@@ -18,7 +18,7 @@ def _configure_logging(verbose: int) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "websockets"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
