@@ -96,7 +96,7 @@ def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Itera
     if not path.is_file():
         raise ReplayFileError(f"{path}: no such file")
     source = f"replay:{path.name}"
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:  # BOM-safe
         header_line = fh.readline()
         header = [h.strip().lower() for h in next(csv.reader([header_line]), [])]
         missing = [c for c in REQUIRED if c not in header]

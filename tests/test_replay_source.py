@@ -65,3 +65,11 @@ def test_file_without_required_columns_is_refused(tmp_path: Path) -> None:
     path.write_text("time,sym,px\n1,XAU,2\n")
     with pytest.raises(ReplayFileError, match="lacks ts, symbol, price"):
         list(read_file(ReplayConfig(path)))
+
+
+def test_csv_with_byte_order_mark_and_crlf(tmp_path: Path) -> None:
+    """Spreadsheets write a BOM and CRLF line ends: the header must still be recognised."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfts,symbol,price\r\n" + f"{T0},XAU,5000.5\r\n".encode())
+    accepted, rejected = decide(path)
+    assert accepted == [("XAU", T0, 5000.5, None)] and rejected == []
