@@ -22,11 +22,12 @@ import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from processors.kernels.pipeline import Analytics, AnalyticsConfig
+from producers.publisher import make_producer
 from producers.simulator import SimulatorConfig, generate
 from producers.validation import parse_tick
 from tickstream import serde
@@ -54,13 +55,7 @@ def bench_pure(ticks: list[Tick], batch: int = 5_000) -> float:
 async def _send_all(
     bootstrap: str, topic: str, messages: list[tuple[bytes, bytes | None, int | None]]
 ) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=1 << 20,
-        max_request_size=4 << 20,
-    )
+    producer = make_producer(Settings(kafka_bootstrap=bootstrap, metrics_port=0))
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import clickhouse_connect
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from producers.publisher import make_producer
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.rows import TABLES
 from sinks.schema import migrate
@@ -83,13 +83,7 @@ def messages(rows: list[list[object]]) -> list[tuple[bytes, bytes]]:
 async def prepublish(settings: Settings, values: list[tuple[bytes, bytes]], run_id: str) -> None:
     await ensure_topics(settings)
     topics = Topics(settings.namespace)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        linger_ms=20,
-        max_batch_size=1 << 20,
-        max_request_size=8 << 20,
-    )
+    producer = make_producer(settings, linger_ms=20)
     await producer.start()
     try:
         futures = [await producer.send(topics.ticks, value, key=key) for key, value in values]

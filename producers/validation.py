@@ -203,6 +203,16 @@ def _field_values(fields: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _quick_optional_float(value: Any) -> float | None:
+    """An optional number given as text or int (floats never get here); TypeError otherwise."""
+    kind = type(value)
+    if kind is str:
+        return float(value) if value else None
+    if kind is int:
+        return float(value)
+    raise TypeError(value)
+
+
 def _quick_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row | None:
     """The row of an input in one of the common shapes that passes every per-input check.
 
@@ -240,34 +250,13 @@ def _quick_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row |
             if kind is not str and kind is not int:
                 return None
             price = float(price)
-        if bid is not None:
-            kind = type(bid)
-            if kind is not float:
-                if kind is str and not bid:
-                    bid = None
-                elif kind is str or kind is int:
-                    bid = float(bid)
-                else:
-                    return None
-        if ask is not None:
-            kind = type(ask)
-            if kind is not float:
-                if kind is str and not ask:
-                    ask = None
-                elif kind is str or kind is int:
-                    ask = float(ask)
-                else:
-                    return None
-        if size is not None:
-            kind = type(size)
-            if kind is not float:
-                if kind is str and not size:
-                    size = None
-                elif kind is str or kind is int:
-                    size = float(size)
-                else:
-                    return None
-    except (ValueError, OverflowError):
+        if bid is not None and type(bid) is not float:
+            bid = _quick_optional_float(bid)
+        if ask is not None and type(ask) is not float:
+            ask = _quick_optional_float(ask)
+        if size is not None and type(size) is not float:
+            size = _quick_optional_float(size)
+    except (ValueError, OverflowError, TypeError):
         return None
     if seq is not None:
         kind = type(seq)

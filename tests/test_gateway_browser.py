@@ -9,6 +9,7 @@ scripts/install-chromium.sh (Debian's package; nothing is downloaded at run time
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,25 @@ CHROMIUM_ARGS = [
 WAIT_MS = 30_000  # a bound on each wait, not a measure
 
 playwright_api = pytest.importorskip("playwright.async_api")
+
+
+@contextlib.asynccontextmanager
+async def board_page(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
+    """Debian's headless Chromium on the board at ``url``: (page, script errors so far)."""
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(url)
+            yield page, errors
+        finally:
+            await browser.close()
+
+
 pytestmark = [
     pytest.mark.kafka,
     pytest.mark.skipif(
@@ -122,43 +142,32 @@ async def test_board_shows_record_breaks(board: tuple[Gateway, AIOKafkaProducer]
         await producer.send(topics.signals, orjson.dumps(row), key=b"XAU")
     await producer.flush()
 
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+    async with board_page(f"http://127.0.0.1:{gw.port}/?token=board-token") as (page, errors):
+        # the record break published before the page opened (replayed on subscribe)
+        level = page.locator('#breaks li[data-record="level_up"]')
+        await level.wait_for(timeout=WAIT_MS)
+        text = await level.inner_text()
+        assert "XAU" in text and "5,000" in text and "first time" in text
+
+        # prices, ATH distance, next round level, ratio and the open window
+        card = page.locator('.card[data-symbol="XAU"]')
+        await card.locator(".px").filter(has_text="5,038.00").wait_for(timeout=WAIT_MS)
+        card_text = await card.inner_text()
+        assert "ATH" in card_text and "next level" in card_text and "5,100" in card_text
+        await page.locator("#windows tr.window").wait_for(timeout=WAIT_MS)
+        assert "ratio" in await page.locator("#windows").inner_text()
+        ratio = await page.locator("#ratioval").inner_text()
+        assert ratio.replace(".", "").isdigit()
+
+        # and a record break arriving live, while the page is open
+        await producer.send_and_wait(
+            topics.signals, orjson.dumps(_break("ath", 39, xau[39], 5_030.0, 0.0)), key=b"XAU"
         )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.goto(f"http://127.0.0.1:{gw.port}/?token=board-token")
+        ath = page.locator('#breaks li[data-record="ath"]')
+        await ath.wait_for(timeout=WAIT_MS)
+        assert "ATH" in await ath.inner_text()
+        assert await page.locator("#breaks li.break").count() == 2
+        assert not errors, errors
 
-            # the record break published before the page opened (replayed on subscribe)
-            level = page.locator('#breaks li[data-record="level_up"]')
-            await level.wait_for(timeout=WAIT_MS)
-            text = await level.inner_text()
-            assert "XAU" in text and "5,000" in text and "first time" in text
-
-            # prices, ATH distance, next round level, ratio and the open window
-            card = page.locator('.card[data-symbol="XAU"]')
-            await card.locator(".px").filter(has_text="5,038.00").wait_for(timeout=WAIT_MS)
-            card_text = await card.inner_text()
-            assert "ATH" in card_text and "next level" in card_text and "5,100" in card_text
-            await page.locator("#windows tr.window").wait_for(timeout=WAIT_MS)
-            assert "ratio" in await page.locator("#windows").inner_text()
-            ratio = await page.locator("#ratioval").inner_text()
-            assert ratio.replace(".", "").isdigit()
-
-            # and a record break arriving live, while the page is open
-            await producer.send_and_wait(
-                topics.signals, orjson.dumps(_break("ath", 39, xau[39], 5_030.0, 0.0)), key=b"XAU"
-            )
-            ath = page.locator('#breaks li[data-record="ath"]')
-            await ath.wait_for(timeout=WAIT_MS)
-            assert "ATH" in await ath.inner_text()
-            assert await page.locator("#breaks li.break").count() == 2
-            assert not errors, errors
-
-            ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
-        finally:
-            await browser.close()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_gateway_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, playwright_api
+from tests.test_gateway_browser import ARTIFACTS, CHROMIUM, board_page
 
 pytestmark = [
     pytest.mark.kafka,
@@ -141,41 +141,30 @@ async def test_run_serves_the_live_board(
         url = banner.group(1)
         assert len(url.split("token=", 1)[1]) >= 16  # a generated token, not a guessable one
 
-        async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        async with board_page(url) as (page, errors):
+            # gold through $5,000 (levels of step 100 and 1000 both): the first tick above
+            crossing = (
+                page.locator('#breaks li[data-record="level_up"][data-symbol="XAU"]')
+                .filter(has_text="↑ 5,000")
+                .filter(has_text="on the 1,000 grid")
             )
-            try:
-                page = await browser.new_page(viewport={"width": 1280, "height": 800})
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                await page.goto(url)
+            await crossing.wait_for(timeout=WAIT_S * 1000)
+            text = await crossing.inner_text()
+            assert f"XAU at {xau_price(CROSS):,.2f}" in text, text
+            # milestone velocity: since gold's first $4,000 (from the seeds)
+            assert "first time" in text and "after 4,000" in text, text
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(START_MS / 1000 + 2 * CROSS))
+            assert when in text, text
 
-                # gold through $5,000 (levels of step 100 and 1000 both): the first tick above
-                crossing = (
-                    page.locator('#breaks li[data-record="level_up"][data-symbol="XAU"]')
-                    .filter(has_text="↑ 5,000")
-                    .filter(has_text="on the 1,000 grid")
-                )
-                await crossing.wait_for(timeout=WAIT_S * 1000)
-                text = await crossing.inner_text()
-                assert f"XAU at {xau_price(CROSS):,.2f}" in text, text
-                # milestone velocity: since gold's first $4,000 (from the seeds)
-                assert "first time" in text and "after 4,000" in text, text
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(START_MS / 1000 + 2 * CROSS))
-                assert when in text, text
+            # the card shows gold's price, and the page had no script error
+            card = page.locator('.card[data-symbol="XAU"]')
+            await card.wait_for(timeout=WAIT_S * 1000)
+            # the distance to the all-time high is measured from the seeded record
+            assert "ATH 5,015.00" in await card.inner_text()
+            assert not errors, errors
 
-                # the card shows gold's price, and the page had no script error
-                card = page.locator('.card[data-symbol="XAU"]')
-                await card.wait_for(timeout=WAIT_S * 1000)
-                # the distance to the all-time high is measured from the seeded record
-                assert "ATH 5,015.00" in await card.inner_text()
-                assert not errors, errors
-
-                ARTIFACTS.mkdir(exist_ok=True)
-                await page.screenshot(path=str(ARTIFACTS / "pipeline-board.png"), full_page=True)
-            finally:
-                await browser.close()
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "pipeline-board.png"), full_page=True)
 
         # Ctrl-C once the file is published (the run keeps serving until then and after)
         wait_for_line(proc, log, r"published: ")
