@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test setup system-deps kafka-jars lint bench clean
+.PHONY: run test test-unit setup system-deps kafka-jars lint bench clean
 
 setup: $(VENV)/.installed .cache/kafka/libs/.fetched
 
@@ -29,6 +29,11 @@ system-deps:
 
 test: setup system-deps
 	scripts/test.sh
+
+# Pure tests only (tests/unit: no broker, no ClickHouse, no browser): seconds, for the edit loop.
+# tests/integration needs the broker, chDB and Prometheus; tests/browser needs Debian's chromium.
+test-unit: setup
+	$(BIN)/python -m pytest -q -n 2 tests/unit
 
 lint: setup
 	$(BIN)/ruff check .

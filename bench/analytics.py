@@ -26,11 +26,11 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from processors.kernels.pipeline import Analytics, AnalyticsConfig
+from processors.kernels.analytics import Analytics, AnalyticsConfig
 from producers.publisher import make_producer
 from producers.simulator import SimulatorConfig, generate
 from producers.validation import parse_tick
-from tickstream import serde
+from tickstream import contracts
 from tickstream.kafka_io import ensure_topics
 from tickstream.model import Tick
 from tickstream.settings import Settings, envvar
@@ -92,7 +92,8 @@ async def _wait_for(
 
 
 def _eof_messages(run_id: str, partitions: int) -> list[tuple[bytes, bytes | None, int | None]]:
-    return [(b"", serde.eof_message(run_id, p, partitions), p) for p in range(partitions)]
+    eof = contracts.encode_end_of_input
+    return [(b"", eof(run_id, p, partitions), p) for p in range(partitions)]
 
 
 async def bench_faust(settings: Settings, ticks: list[Tick]) -> float:
@@ -102,7 +103,7 @@ async def bench_faust(settings: Settings, ticks: list[Tick]) -> float:
     for name in ("kafka_bootstrap", "namespace", "partitions"):
         env[envvar(name)] = str(getattr(settings, name))
     env[envvar("metrics_port")] = "0"
-    worker = subprocess.Popen([sys.executable, "-m", "tickstream", "-q", "process"], env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "cli", "-q", "process"], env=env)
     try:
         is_eof = lambda run: lambda d: isinstance(d, dict) and d.get("run_id") == run  # noqa: E731
         warm = uuid.uuid4().hex
@@ -110,7 +111,7 @@ async def bench_faust(settings: Settings, ticks: list[Tick]) -> float:
             settings.kafka_bootstrap,
             topics.ticks,
             [
-                (b"XAU", serde.encode_ticks(ticks[:10]), None),
+                (b"XAU", contracts.encode_ticks(ticks[:10]), None),
                 *_eof_messages(warm, settings.partitions),
             ],
         )
@@ -123,9 +124,10 @@ async def bench_faust(settings: Settings, ticks: list[Tick]) -> float:
             rows = by_symbol.setdefault(t.symbol, [])
             rows.append(t)
             if len(rows) == 500:
-                messages.append((t.symbol.encode(), serde.encode_ticks(rows), None))
+                messages.append((t.symbol.encode(), contracts.encode_ticks(rows), None))
                 by_symbol[t.symbol] = []
-        messages += [(s.encode(), serde.encode_ticks(r), None) for s, r in by_symbol.items() if r]
+        encode = contracts.encode_ticks
+        messages += [(s.encode(), encode(r), None) for s, r in by_symbol.items() if r]
         run = uuid.uuid4().hex
         started = time.perf_counter()
         await _send_all(
@@ -159,7 +161,7 @@ async def bench_naive(bootstrap: str, ticks: list[Tick], partitions: int = 3) ->
         await _send_all(bootstrap, source, _eof_messages(warm, partitions))
         await _wait_for(bootstrap, out, is_done(warm), partitions)
         run = uuid.uuid4().hex
-        messages = [(t.symbol.encode(), serde.encode_ticks([t])[1:-1], None) for t in ticks]
+        messages = [(t.symbol.encode(), contracts.encode_ticks([t])[1:-1], None) for t in ticks]
         started = time.perf_counter()
         await _send_all(bootstrap, source, messages + _eof_messages(run, partitions))
         await _wait_for(bootstrap, out, is_done(run), partitions)

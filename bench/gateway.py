@@ -206,7 +206,7 @@ def main() -> None:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     gateway = subprocess.Popen(
         [
-            sys.executable, "-m", "tickstream", "-q", "gateway",
+            sys.executable, "-m", "cli", "-q", "gateway",
             "--port", str(port),
             "--tokens", TOKEN,
             "--conflation-ms", str(args.conflation_ms),

@@ -33,7 +33,7 @@ from producers.publisher import make_producer
 from sinks.clickhouse_sink import ClickHouseSink
 from sinks.rows import TABLES
 from sinks.schema import migrate
-from tickstream import kafka_local, serde
+from tickstream import contracts, kafka_local
 from tickstream.clickhouse import ClickHouse
 from tickstream.kafka_io import ensure_topics
 from tickstream.settings import Settings
@@ -91,7 +91,9 @@ async def prepublish(settings: Settings, values: list[tuple[bytes, bytes]], run_
         for topic in topics.sink_inputs():
             for p in range(n):
                 futures.append(
-                    await producer.send(topic, serde.eof_message(run_id, p, n), partition=p)
+                    await producer.send(
+                        topic, contracts.encode_end_of_input(run_id, p, n), partition=p
+                    )
                 )
         await asyncio.gather(*futures)
     finally:

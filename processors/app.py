@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from processors.config import analytics_config
 from processors.core import Incoming, ProcessorCore
-from processors.kernels.pipeline import AnalyticsConfig
+from processors.kernels.analytics import AnalyticsConfig
 from processors.kernels.records import RecordSeed
 from tickstream import metrics
 from tickstream.settings import Settings

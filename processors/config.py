@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from processors.kernels.analytics import AnalyticsConfig
 from processors.kernels.divergence import DivergenceConfig
-from processors.kernels.pipeline import AnalyticsConfig
 from processors.kernels.records import RecordConfig, RecordSeed
 from processors.kernels.rolling import RollingConfig
 from tickstream.settings import Settings

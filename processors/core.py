@@ -2,10 +2,15 @@
 
 It decodes a batch of ticks-topic messages, skips those already reflected in
 the restored state (their offsets are part of it), runs the analytics, and says
-what to publish where. It also follows end-of-input markers: once every
-partition of the ticks topic has delivered the marker of a run, the open windows
-are flushed as final and the marker is passed on to every output topic, so the
-sink knows when everything derived from that input has arrived.
+what to publish where. Every message is checked by the tick contract on the way in
+(other producers may write the topic): a bad tick or message is counted and sent to
+the dead-letter topic with its reason, and never reaches the kernels' state.
+
+It also follows end-of-input markers: once every partition of the ticks topic has
+delivered the marker of a run, the open windows are flushed as final and the
+marker is passed on to every output topic (the dead-letter topic included: the
+processor's own dead letters come before it), so the sink knows when everything
+derived from that input has arrived.
 """
 
 from __future__ import annotations
@@ -15,18 +20,24 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
-from processors.kernels.pipeline import Analytics, AnalyticsConfig
-from tickstream import metrics, serde
+from processors.kernels.analytics import Analytics, AnalyticsConfig
+from tickstream import metrics
+from tickstream.contracts import (
+    BadTick,
+    DeadLetter,
+    EndOfInput,
+    OutputRow,
+    decode_ticks_message,
+    encode_end_of_input,
+    encode_ticks,
+)
 from tickstream.model import Tick
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
-
-SIGNAL_KINDS = frozenset({"record_break", "divergence_window"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,20 +79,12 @@ class ProcessorCore:
             if msg.offset <= applied.get(msg.partition, -1):
                 continue  # already reflected in the restored state
             applied[msg.partition] = msg.offset
-            try:
-                doc = serde.decode(msg.value)
-                if isinstance(doc, list):
-                    ticks.extend(serde.ticks_from_batch(doc))
-                elif serde.is_eof(doc):
-                    if self._eof(doc):
-                        finished.append(doc["run_id"])
-                else:
-                    raise ValueError("neither a tick batch nor a control message")
-            except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
-                metrics.PROCESSOR_ERRORS.labels("undecodable").inc()
-                log.error(
-                    "partition %d offset %d: cannot decode (%s)", msg.partition, msg.offset, exc
-                )
+            decoded = decode_ticks_message(msg.value)
+            ticks.extend(decoded.ticks)
+            if decoded.bad:
+                self._dead_letter(msg, decoded.bad, out)
+            if decoded.control is not None and self._eof(decoded.control):
+                finished.append(decoded.control.run_id)
         if ticks:
             newest_recv = self._count(ticks)
             result = self.analytics.update(ticks)
@@ -93,11 +96,8 @@ class ProcessorCore:
             self._publish(flushed.rows, flushed.late, out)
             for topic in self.topics.processor_outputs():
                 for p in range(self.output_partitions):
-                    out.messages.append(
-                        Outgoing(
-                            topic, b"", serde.eof_message(run_id, p, self.output_partitions), p
-                        )
-                    )
+                    marker = encode_end_of_input(run_id, p, self.output_partitions)
+                    out.messages.append(Outgoing(topic, b"", marker, p))
             log.info("end of input %s: open windows flushed, marker passed on", run_id)
         out.ticks = len(ticks)
         return out
@@ -107,28 +107,48 @@ class ProcessorCore:
         for (pair, metric), direction in divergence.open_windows().items():  # type: ignore[attr-defined]
             metrics.DIVERGENCE_OPEN.labels(pair, metric).set(direction)
 
-    def _eof(self, doc: dict[str, Any]) -> bool:
-        seen = self.eof_seen.setdefault(doc["run_id"], set())
-        seen.add(int(doc["partition"]))
-        if len(seen) >= int(doc["partitions"]):
-            del self.eof_seen[doc["run_id"]]
+    def _eof(self, marker: EndOfInput) -> bool:
+        seen = self.eof_seen.setdefault(marker.run_id, set())
+        seen.add(marker.partition)
+        if len(seen) >= marker.partitions:
+            del self.eof_seen[marker.run_id]
             return True
         return False
 
-    def _publish(self, rows: list[dict[str, Any]], late: list[Tick], out: StepOutput) -> None:
+    def _dead_letter(self, msg: Incoming, bad: list[BadTick], out: StepOutput) -> None:
+        """Refused ticks go to the dead-letter topic (and so to rejected_ticks), with why."""
+        position = f"partition {msg.partition} offset {msg.offset}"
+        now_ms = time.time_ns() // 1_000_000
+        for item in bad:
+            metrics.PROCESSOR_ERRORS.labels(item.reason).inc()
+            letter = DeadLetter(
+                raw=item.excerpt,
+                source="processor",
+                position=position,
+                reason=item.reason,
+                detail=f"{item.detail} (input of {item.size} bytes)",
+                recv_ms=now_ms,
+                symbol=item.symbol,
+            )
+            key = (item.symbol or "").encode()
+            out.messages.append(Outgoing(self.topics.dlq, key, letter.encode()))
+        log.error("%s: %d refused tick(s), first: %s", position, len(bad), bad[0].detail)
+
+    def _publish(self, rows: list[OutputRow], late: list[Tick], out: StepOutput) -> None:
         kinds: Counter[str] = Counter()
+        topics = self.topics
         for row in rows:
-            kind = row["kind"]
-            kinds[kind] += 1
-            topic = self.topics.signals if kind in SIGNAL_KINDS else self.topics.aggregates
-            key = str(row.get("symbol") or row.get("pair") or "").encode()
-            out.messages.append(Outgoing(topic, key, orjson.dumps(row)))
+            spec = row.SPEC
+            kinds[spec.kind] += 1
+            out.messages.append(
+                Outgoing(getattr(topics, spec.topic), row.key.encode(), row.encode())
+            )
         for kind, n in kinds.items():
             metrics.PROCESSOR_OUTPUTS.labels(kind).inc(n)
         for tick in late:
             metrics.PROCESSOR_LATE.labels(tick.symbol).inc()
             out.messages.append(
-                Outgoing(self.topics.late, tick.symbol.encode(), serde.encode_ticks([tick]))
+                Outgoing(self.topics.late, tick.symbol.encode(), encode_ticks([tick]))
             )
 
     @staticmethod
@@ -169,7 +189,7 @@ class ProcessorCore:
         self.analytics.restore(state["analytics"])
 
 
-def _observe_signal_latency(rows: list[dict[str, Any]], newest_recv: dict[str, int]) -> None:
+def _observe_signal_latency(rows: list[OutputRow], newest_recv: dict[str, int]) -> None:
     """A signal's latency: from receipt of the tick that made it final, and from its event time.
 
     The tick that completes a signal is the newest of its symbol in the batch (for a pair,
@@ -177,12 +197,12 @@ def _observe_signal_latency(rows: list[dict[str, Any]], newest_recv: dict[str, i
     """
     now_s = time.time()
     for row in rows:
-        if row["kind"] not in SIGNAL_KINDS:
+        spec = row.SPEC
+        if not spec.is_signal:
             continue
-        symbols = str(row.get("symbol") or row.get("pair") or "").replace("+", "/").split("/")
-        recv = [newest_recv[s] for s in symbols if s in newest_recv]
+        recv = [newest_recv[s] for s in row.symbols if s in newest_recv]
         if recv:
             metrics.E2E_LATENCY.labels("signal").observe(max(0.0, now_s - max(recv) / 1000))
-        event_ms = row.get("ts_ms") or row.get("closed_at_ms") or row.get("opened_at_ms")
-        if event_ms is not None:
+        event_ms = spec.event_ts(row.to_doc())
+        if event_ms:
             metrics.EVENT_LAG.labels("signal").observe(max(0.0, now_s - event_ms / 1000))

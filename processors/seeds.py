@@ -21,7 +21,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from processors.kernels.records import RecordSeed
-from producers.validation import parse_ts_ms
+from tickstream.timestamps import parse_ts_ms
 
 
 class SeedError(ValueError):

@@ -17,13 +17,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from producers.records import RawTick, Rejection
 from producers.validation import REASONS, Row, Validator
-from tickstream import metrics, serde
+from tickstream import metrics
+from tickstream.contracts import encode_end_of_input, encode_tick_rows
 from tickstream.settings import Settings
 from tickstream.topics import Topics
 
@@ -203,11 +203,11 @@ class Publisher:
             await self._ship(symbol, rows)
 
     async def _ship(self, symbol: str, rows: list[Row]) -> None:
-        """One message of a symbol's rows: the bytes of ``serde.encode_ticks`` of their Ticks."""
+        """One message of a symbol's rows, in the ticks topic's batch format."""
         assert self._batches is not None
         key = symbol.encode()
         await self._batches.add(
-            self.topics.ticks, self._partition(symbol, key), key, orjson.dumps(rows)
+            self.topics.ticks, self._partition(symbol, key), key, encode_tick_rows(rows)
         )
 
     async def flush(self) -> None:
@@ -289,7 +289,7 @@ class Publisher:
             key = (rejection.symbol or rejection.source).encode()
             partitions = self._partitions[self.topics.dlq]
             partition = self._partitioner(key, partitions, partitions)
-            await batches.add(self.topics.dlq, partition, key, serde.encode(rejection.to_doc()))
+            await batches.add(self.topics.dlq, partition, key, rejection.encode())
             metrics.PRODUCER_REJECTED.labels(rejection.source, rejection.reason).inc()
             self.report.rejected += 1
             self.report.by_reason[rejection.reason] = (
@@ -306,15 +306,17 @@ class Publisher:
         return partition
 
     async def end_of_input(self, run_id: str) -> None:
-        """Mark the end of a replay on every partition, after everything before it landed."""
+        """Mark the end of a replay on every partition, after everything before it landed.
+
+        Only the ticks topic gets the marker: the processor passes it on to the dead-letter
+        topic after its own dead letters, which come after the publisher's (flushed here).
+        """
         assert self._batches is not None
         await self.flush()
-        for topic in (self.topics.ticks, self.topics.dlq):
-            partitions = self._partitions[topic]
-            for p in partitions:
-                await self._batches.add(
-                    topic, p, b"", serde.eof_message(run_id, p, len(partitions))
-                )
+        partitions = self._partitions[self.topics.ticks]
+        for p in partitions:
+            marker = encode_end_of_input(run_id, p, len(partitions))
+            await self._batches.add(self.topics.ticks, p, b"", marker)
         await self._batches.flush()
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickstream.contracts import DeadLetter
 from tickstream.model import Tick
 
 
@@ -36,31 +37,8 @@ class RawTick:
     error: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """An input kept aside on the dead-letter topic, with the reason."""
-
-    raw: str
-    source: str
-    position: str
-    reason: str
-    detail: str
-    recv_ms: int
-    symbol: str | None = None
-
-    def to_doc(self) -> dict[str, Any]:
-        return {
-            "raw": self.raw,
-            "source": self.source,
-            "position": self.position,
-            "reason": self.reason,
-            "detail": self.detail,
-            "recv_ms": self.recv_ms,
-            "symbol": self.symbol,
-        }
-
-    def describe(self) -> str:
-        return f"{self.source} {self.position}: {self.reason}: {self.detail}"
+Rejection = DeadLetter
+"""An input kept aside on the dead-letter topic, with the reason (the contract's record)."""
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from datetime import UTC
 from pathlib import Path
 
 from producers.records import RawTick, wall_ms
-from producers.validation import InvalidInput, parse_ts_ms
+from tickstream.timestamps import TimestampError, parse_ts_ms
 
 REQUIRED = ("ts", "symbol", "price")
 KNOWN = (*REQUIRED, "bid", "ask", "size", "venue", "seq")
@@ -164,5 +164,5 @@ def _ts_or_none(text: object) -> int | None:
     """A bad timestamp is validation's to report; pacing and resuming just skip it."""
     try:
         return parse_ts_ms(text)
-    except InvalidInput:
+    except TimestampError:
         return None

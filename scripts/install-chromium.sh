@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's chromium for the live board's browser test (tests/test_gateway_browser.py).
+# Debian's chromium for the live board's browser test (tests/browser/test_gateway_browser.py).
 # Idempotent: does nothing when /usr/bin/chromium exists. Never downloads a browser build of
 # its own (playwright drives this system chromium through executable_path).
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install `prometheus` and `promtool` from Debian's package when they are missing (idempotent).
-# Used by tests/test_deploy_files.py (rule/config checks) and by tests that run a real Prometheus.
+# Used by tests/integration/test_deploy_files.py (rule/config checks) and by tests that run a real Prometheus.
 # Debian's package would start a system Prometheus on :9090; we keep it from starting (policy-rc.d)
 # and stop it if it did start anyway, so the port stays free for the tests' own instance.
 set -euo pipefail

@@ -8,7 +8,7 @@ start=$(date +%s)
 echo "== ruff"
 $BIN/ruff check .
 echo "== chromium (Debian's, for the live board's browser test; skipped without it)"
-scripts/install-chromium.sh || echo "chromium not installed: tests/test_gateway_browser.py will skip" >&2
+scripts/install-chromium.sh || echo "chromium not installed: tests/browser/test_gateway_browser.py will skip" >&2
 echo "== pytest"
 set +e
 $BIN/python -m pytest "$@"

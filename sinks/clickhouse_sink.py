@@ -37,13 +37,14 @@ from sinks.rows import TABLES, Eof, rows_of
 from sinks.schema import apply_ticks_ttl, migrate
 from tickstream import metrics
 from tickstream.clickhouse import ClickHouse, connect
+from tickstream.contracts import decode_ticks_message, encode_tick_rows, encode_ticks
+from tickstream.contracts.ticks import row_problem
 from tickstream.settings import Settings
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
 
 TICK_COLUMNS = TABLES["ticks"].columns
-_TICK_WIDTH = len(TICK_COLUMNS)
 _RECV = TICK_COLUMNS.index("recv_ts")
 _TS = TICK_COLUMNS.index("ts")
 INGEST_TABLE = "ticks_ingest"  # Null table + view into ticks (schema migration 2)
@@ -74,50 +75,14 @@ class Block:
             column.append(value)
         self.rows += 1
 
-    def drop_invalid_ticks(self) -> int:
-        """Drop tick rows that break the wire format (wrong types); returns how many.
-
-        Runs once, after a JSON block's first failed attempt: the messages decoded, but a
-        row with, say, a text timestamp makes ClickHouse refuse the whole block at every
-        retry and would stall the sink.
-        """
-        assert self.json is not None
-        dropped = 0
-        kept: list[bytes] = []
-        for message in self.json:
-            rows = orjson.loads(message)
-            good = [row for row in rows if _valid_tick(row)]
-            dropped += len(rows) - len(good)
-            if len(good) == len(rows):
-                kept.append(message)
-            elif good:
-                kept.append(orjson.dumps(good))
-        if dropped:
-            self.json = kept
-            self.rows -= dropped
-            self.token = hashlib.sha1(f"{self.token}|valid".encode()).hexdigest()
-        return dropped
-
     def json_body(self) -> bytes:
         """JSONCompactEachRow: each message's rows without its outer brackets."""
         assert self.json is not None
         return b"\n".join(message.strip()[1:-1] for message in self.json)
 
 
-_NUMBER = (int, float)
-
-
-def _valid_tick(row: list[Any]) -> bool:
-    symbol, ts, price, bid, ask, size, venue, seq, recv = row
-    return (
-        type(symbol) is str
-        and type(ts) is int
-        and type(price) in _NUMBER
-        and all(v is None or type(v) in _NUMBER for v in (bid, ask, size))
-        and (venue is None or type(venue) is str)
-        and (seq is None or type(seq) is int)
-        and (recv is None or type(recv) is int)
-    )
+def _good_row(row: Any) -> bool:
+    return row_problem(row) is None
 
 
 @dataclass(slots=True)
@@ -221,12 +186,6 @@ class Inserter:
                 attempt += 1
                 metrics.SINK_ERRORS.labels(table, "insert").inc()
                 metrics.SINK_RETRIES.inc()
-                if attempt == 1 and block.json is not None:
-                    dropped = block.drop_invalid_ticks()
-                    if dropped:
-                        metrics.SINK_ERRORS.labels(table, "invalid_row").inc(dropped)
-                        log.error("%s: dropped %d rows of the wrong types", table, dropped)
-                        continue  # a different block now: retry at once
                 if self.healthy:
                     log.warning("insert into %s failed (%s); retrying with backoff", table, exc)
                 self.healthy = False
@@ -373,11 +332,20 @@ class ClickHouseSink:
         self.stats.records += 1
         added = 0
         try:
-            if tp.topic == self.topics.ticks and value[:1] == b"[":
-                doc = orjson.loads(value)  # the check that it decodes; ClickHouse parses it
+            if tp.topic == self.topics.ticks:
+                doc = orjson.loads(value)
+                if type(doc) is not list or not all(map(_good_row, doc)):
+                    # another shape (a single JSON tick), or rows the processor refuses and
+                    # dead-letters: only the ticks the contract accepts go to the table
+                    decoded = decode_ticks_message(value)
+                    marker = decoded.control
+                    if marker is not None:
+                        pending.eofs.append((tp, Eof(marker.run_id, marker.partitions)))
+                    if decoded.bad:
+                        metrics.SINK_ERRORS.labels("ticks", "invalid_row").inc(len(decoded.bad))
+                    doc = orjson.loads(encode_ticks(decoded.ticks))
+                    value = encode_tick_rows(doc)
                 if doc:
-                    if min(map(len, doc)) != _TICK_WIDTH or max(map(len, doc)) != _TICK_WIDTH:
-                        raise ValueError(f"tick rows must have {_TICK_WIDTH} fields")
                     block = pending.json("ticks")
                     block.json.append(value)  # type: ignore[union-attr]
                     block.rows += len(doc)

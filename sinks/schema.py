@@ -31,6 +31,9 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
+from tickstream.contracts import TICK_COLUMNS
+from tickstream.model import TICK_IDENTITY
+
 log = logging.getLogger(__name__)
 
 TS = "DateTime64(3, 'UTC')"
@@ -55,7 +58,7 @@ def migrations(db: str) -> tuple[Migration, ...]:
         venue LowCardinality(Nullable(String)),
         seq Nullable(Int64) CODEC(Delta, ZSTD(1)),
         recv_ts Nullable({TS}) CODEC(Delta, ZSTD(1))"""
-    tick_identity = "(symbol, ts, price, ifNull(size, -1), ifNull(seq, -1))"
+    tick_identity = f"({', '.join(_tick_identity_columns())})"
     return (
         Migration(
             1,
@@ -124,7 +127,29 @@ def migrations(db: str) -> tuple[Migration, ...]:
         Migration(
             2, "OHLC 1m/1h/1d, daily high/low and latest price from ticks", _analyst_views(db)
         ),
+        Migration(
+            3,
+            "divergence windows keep the z-scores of their opening and peak",
+            (
+                f"""ALTER TABLE {db}.divergence_windows
+                    ADD COLUMN IF NOT EXISTS z_open_value Nullable(Float64) AFTER close_value,
+                    ADD COLUMN IF NOT EXISTS z_peak Nullable(Float64) AFTER z_open_value""",
+            ),
+        ),
     )
+
+
+_NULLABLE_TICK_FIELDS = ("bid", "ask", "size", "venue", "seq", "recv_ms")
+
+
+def _tick_identity_columns(prefix: str = "") -> list[str]:
+    """The ticks table's ORDER BY: the tick contract's identity (nulls as -1)."""
+    return [
+        f"ifNull({prefix}{TICK_COLUMNS[f]}, -1)"
+        if f in _NULLABLE_TICK_FIELDS
+        else f"{prefix}{TICK_COLUMNS[f]}"
+        for f in TICK_IDENTITY
+    ]
 
 
 # A total order of ticks by (ts, price) as one Int128: open/close stay the same whatever
@@ -135,7 +160,7 @@ _ORDER_KEY = (
     "toInt128(reinterpretAsUInt64(t.price)))"
 )
 # A tick's identity, as in ticks' ORDER BY (the symbol is part of every group key).
-_TICK_IDENTITY_ARGS = "t.ts, t.price, ifNull(t.size, -1), ifNull(t.seq, -1)"
+_TICK_IDENTITY_ARGS = ", ".join(_tick_identity_columns("t.")[1:])
 OHLC_INTERVALS = {"1m": "toStartOfMinute", "1h": "toStartOfHour", "1d": "toStartOfDay"}
 
 

@@ -87,6 +87,7 @@ def feed(
 ) -> list[Row]:
     """Run a kernel over a random interleaving, cut into random batches, with a
     snapshot -> orjson -> restore into a fresh kernel at a random point; then flush.
+    Rows come back as they travel (the contract's JSON objects), to compare with oracles.
 
     Watermarks follow one of three valid policies drawn at random: the per-symbol max
     ts seen so far; the next undelivered tick's ts (the tightest valid bound); none.
@@ -116,10 +117,10 @@ def feed(
             for symbol, ts in seen.items():
                 rest = remaining[symbol]
                 watermarks[symbol] = rest[0].ts_ms if rest else ts + rnd.choice((0, 1, 10**7))
-        rows.extend(kernel.update(batch, watermarks))
+        rows.extend(r.to_doc() for r in kernel.update(batch, watermarks))
     if snap_at == len(batches):
         kernel = _reborn(make, kernel)
-    rows.extend(kernel.flush())
+    rows.extend(r.to_doc() for r in kernel.flush())
     return rows
 
 

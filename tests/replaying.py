@@ -18,7 +18,7 @@ def replay_until_drained(
         [
             sys.executable,
             "-m",
-            "tickstream",
+            "cli",
             "run",
             "--replay",
             str(csv),

@@ -24,4 +24,8 @@ class Tick:
         return (self.symbol, self.ts_ms, self.price, self.size, self.seq)
 
 
+TICK_IDENTITY = ("symbol", "ts_ms", "price", "size", "seq")
+"""The fields of ``Tick.identity``: the ticks table's ORDER BY is built from them."""
+
+
 MINUTE_MS = 60_000

@@ -2,15 +2,21 @@
 
 Every setting has one name in three spellings: the dataclass field
 ``clickhouse_url``, the flag ``--clickhouse-url`` and the environment variable
-``TICKSTREAM_CLICKHOUSE_URL``. Nothing here reads the environment at import
-time; click does that when a command starts.
+``TICKSTREAM_CLICKHOUSE_URL``. The gateway's settings are a section of their own,
+``GatewaySettings`` held as ``Settings.gateway``: qualified name ``gateway.tls_cert``,
+variable ``TICKSTREAM_GATEWAY_TLS_CERT``, flag ``--tls-cert`` on `tickstream gateway`
+(and ``--gateway-tls-cert`` on `tickstream run`, which starts a gateway among other
+things). Nothing here reads the environment at import time; click does that when a
+command starts, and ``Settings.to_env`` is how a child process gets the same settings.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ENV_PREFIX = "TICKSTREAM_"
@@ -20,16 +26,22 @@ class ConfigError(ValueError):
     """A setting is wrong; the message names it as flag and environment variable."""
 
     def __init__(self, name: str, problem: str) -> None:
-        self.setting = name
+        self.setting = name  # qualified: "namespace", "gateway.port"
+        self.problem = problem
         super().__init__(f"{flag(name)} / {envvar(name)}: {problem}")
 
 
 def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    """``level_steps`` -> ``--level-steps``; ``gateway.tls_cert`` -> ``--tls-cert``.
+
+    A section's settings are spelled as on the section's own command (`tickstream gateway`).
+    """
+    return "--" + name.rpartition(".")[2].replace("_", "-")
 
 
 def envvar(name: str) -> str:
-    return ENV_PREFIX + name.upper()
+    """``gateway.port`` -> ``TICKSTREAM_GATEWAY_PORT``: one variable whatever the command."""
+    return ENV_PREFIX + name.replace(".", "_").upper()
 
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -64,6 +76,121 @@ def normalize_clickhouse_url(url: str, base: Path | None = None) -> str:
     return url
 
 
+# --------------------------------------------------------------------------- the gateway
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")
+
+
+def check_token(token: str) -> None:
+    """Tokens travel in URLs (``/ws?token=...``), so only characters that need no escaping."""
+    if not _TOKEN_RE.match(token):
+        raise ValueError(f"token {token[:8]!r}...: use 1-256 of A-Z a-z 0-9 . _ ~ - (URL-safe)")
+
+
+TokenMap = dict[str, frozenset[str] | None]  # token -> symbol allow-list (None = every symbol)
+
+
+def parse_token_list(text: str) -> TokenMap:
+    """``TOKEN[:SYM+SYM...]`` entries separated by commas (or whitespace)."""
+    tokens: TokenMap = {}
+    for entry in re.split(r"[,\s]+", text.strip()):
+        if not entry:
+            continue
+        token, _, syms = entry.partition(":")
+        check_token(token)
+        tokens[token] = frozenset(s for s in syms.split("+") if s) if syms else None
+    return tokens
+
+
+def parse_token_file(text: str) -> TokenMap:
+    """One token a line: ``TOKEN [SYM SYM ...]``; blank lines and '#' comments ignored."""
+    tokens: TokenMap = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        token, *syms = line.split()
+        check_token(token)
+        tokens[token] = frozenset(syms) if syms else None
+    return tokens
+
+
+# (lowest, highest or None); a GatewayConfig built in code is held to the same bounds
+_GATEWAY_LIMITS: dict[str, tuple[float, float | None]] = {
+    "port": (0, 65535),
+    "conflation_ms": (0, 60_000),
+    "max_send_buffer": (1024, None),
+    "max_message_bytes": (256, None),
+    "heartbeat_s": (0.1, None),
+    "backfill": (0, None),
+    "replay_capacity": (1, None),
+}
+
+
+def check_gateway_limits(config: object) -> None:
+    """The gateway's numeric bounds, for GatewaySettings and sinks.gateway's GatewayConfig."""
+    for name, (low, high) in _GATEWAY_LIMITS.items():
+        value = getattr(config, name)
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ConfigError(f"gateway.{name}", f"must be {bounds}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """The desk-feed gateway's section of Settings (variables TICKSTREAM_GATEWAY_*)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    tokens: str = field(default="", repr=False)  # secret: never in a repr, hence never logged
+    tokens_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    conflation_ms: int = 250
+    max_send_buffer: int = 2 << 20
+    max_message_bytes: int = 64 << 10
+    heartbeat_s: float = 15.0
+    backfill: int = 5_000
+    replay_capacity: int = 200_000
+
+    def __post_init__(self) -> None:
+        check_gateway_limits(self)
+        for name in ("tokens_file", "tls_cert", "tls_key"):
+            _check_file(f"gateway.{name}", getattr(self, name))
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError(
+                "gateway.tls_key", f"needs the certificate too ({envvar('gateway.tls_cert')})"
+            )
+        self.parsed_tokens()
+
+    def parsed_tokens(self) -> TokenMap:
+        """The tokens of ``tokens`` and of ``tokens_file`` (the file's entry wins a tie)."""
+        try:
+            tokens = parse_token_list(self.tokens)
+        except ValueError as exc:
+            raise ConfigError("gateway.tokens", str(exc)) from None
+        if self.tokens_file:
+            try:
+                tokens.update(parse_token_file(Path(self.tokens_file).read_text()))
+            except (OSError, ValueError) as exc:
+                raise ConfigError("gateway.tokens_file", str(exc)) from None
+        return tokens
+
+    def required_tokens(self) -> TokenMap:
+        """The tokens to serve with: a gateway without one could never let a desk in."""
+        tokens = self.parsed_tokens()
+        if not tokens:
+            other = f"{flag('gateway.tokens_file')} / {envvar('gateway.tokens_file')}"
+            raise ConfigError("gateway.tokens", f"no access token: give one here or in {other}")
+        return tokens
+
+    def replace(self, **changes: Any) -> GatewaySettings:
+        return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- all settings
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a tickstream process needs to know, validated once."""
@@ -92,6 +219,7 @@ class Settings:
     divergence_z_open: float = 2.0
     divergence_z_close: float = 1.0
     record_seeds: str = ""
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     def __post_init__(self) -> None:
         if not _NAMESPACE_RE.match(self.namespace):
@@ -131,8 +259,7 @@ class Settings:
                 raise ConfigError(
                     name, f"must be a positive multiple of divergence_clock_ms ({clock})"
                 )
-        if self.record_seeds and not Path(self.record_seeds).is_file():
-            raise ConfigError("record_seeds", f"{self.record_seeds!r} is not a file")
+        _check_file("record_seeds", self.record_seeds)
 
     def parsed_rolling_windows(self) -> dict[str, int]:
         """'1h,1d,7d,52w' -> {'1h': 3600000, ...}; units s, m, h, d, w."""
@@ -188,10 +315,72 @@ class Settings:
     def is_chdb(self) -> bool:
         return self.clickhouse_url.startswith("chdb:")
 
-    def replace(self, **changes: object) -> Settings:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by qualified name (``gateway.port``): one loop serves every section."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if is_dataclass(value):
+                out.update({f"{f.name}.{g.name}": getattr(value, g.name) for g in fields(value)})
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> Settings:
+        """The inverse of ``flat``, for click's flat options; a setting not given is defaulted."""
+        top: dict[str, Any] = {}
+        sections: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            section, dot, key = name.partition(".")
+            if dot:
+                sections.setdefault(section, {})[key] = value
+            else:
+                top[name] = value
+        kinds = _sections()
+        for section, section_values in sections.items():
+            top[section] = kinds[section](**section_values)
+        return cls(**top)
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as its TICKSTREAM_* variable: the whole Settings for a child process.
+
+        Generic over the fields, so a setting added to the dataclass reaches the children
+        of `tickstream run` with nothing else to change.
+        """
+        return {envvar(name): str(value) for name, value in self.flat().items()}
+
+
+def setting_names() -> tuple[str, ...]:
+    """The qualified name of every setting, sections' included, in declaration order."""
+    sections = _sections()
+    names: list[str] = []
+    for f in fields(Settings):
+        if f.name in sections:
+            names.extend(f"{f.name}.{g.name}" for g in fields(sections[f.name]))
+        else:
+            names.append(f.name)
+    return tuple(names)
+
+
+def default_of(name: str) -> Any:
+    """A setting's declared default: what --help shows, and what an emptied value hides."""
+    section, dot, key = name.partition(".")
+    owner: Any = _sections()[section] if dot else Settings
+    f = {f.name: f for f in fields(owner)}[key if dot else name]
+    return f.default
+
+
+def _sections() -> dict[str, Any]:
+    """Settings' sections (fields holding a dataclass of their own), by field name."""
+    return {
+        f.name: f.default_factory
+        for f in fields(Settings)
+        if f.default_factory is not MISSING and is_dataclass(f.default_factory)
+    }
 
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
@@ -199,6 +388,11 @@ _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 8
 
 def _items(text: str, sep: str) -> list[str]:
     return [part.strip() for part in text.split(sep) if part.strip()]
+
+
+def _check_file(name: str, path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(name, f"{path!r} is not a file")
 
 
 def _positive(settings: Settings, name: str, upper: int | None = None) -> None:

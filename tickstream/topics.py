@@ -42,7 +42,8 @@ class Topics:
         return [self.ticks, self.dlq, self.late, self.aggregates, self.signals]
 
     def processor_outputs(self) -> list[str]:
-        return [self.late, self.aggregates, self.signals]
+        """The topics the processor writes (and passes end-of-input markers on to)."""
+        return [self.dlq, self.late, self.aggregates, self.signals]
 
     def group(self, component: str) -> str:
         return f"{self.namespace}.{component}"

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.kernels.rolling import group_by_symbol
+from tickstream.contracts import DivergenceWindow
+from tickstream.contracts.rows import pair_key
 from tickstream.model import MINUTE_MS, Tick
 
 DAY_MS = 86_400_000
@@ -157,7 +159,7 @@ class _Pair:
 
     def __init__(self, a: str, b: str) -> None:
         self.a, self.b = a, b
-        self.label = f"{a}/{b}"
+        self.label = pair_key(a, b)
         self.index = [0, 0]  # absolute index of the next unread closed period, per side
         self.price = [0.0, 0.0]  # price at the last processed boundary, per side
         self.bound = [_NEVER, _NEVER]  # boundary of the newest period read, per side
@@ -187,7 +189,9 @@ class DivergenceKernel:
             for metric, window in pair.open.items()
         }
 
-    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[dict[str, Any]]:
+    def update(
+        self, ticks: Sequence[Tick], watermarks: Mapping[str, int]
+    ) -> list[DivergenceWindow]:
         clock = self.config.clock_ms
         all_series = self._series
         for symbol, group in group_by_symbol(ticks).items():
@@ -208,7 +212,7 @@ class DivergenceKernel:
                 price = tick.price
             series.cur_bound, series.cur_price = bound, price
             series.last_ts = group[-1].ts_ms
-        rows: list[dict[str, Any]] = []
+        rows: list[DivergenceWindow] = []
         for pair in self._pairs:
             sa, sb = all_series[pair.a], all_series[pair.b]
             if sa.cur_bound is None or sb.cur_bound is None:
@@ -222,15 +226,15 @@ class DivergenceKernel:
         self._trim()
         return rows
 
-    def flush(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def flush(self) -> list[DivergenceWindow]:
+        rows: list[DivergenceWindow] = []
         for pair in self._pairs:
             sa, sb = self._series[pair.a], self._series[pair.b]
             if sa.cur_bound is not None and sb.cur_bound is not None:
                 self._advance(pair, max(sa.cur_bound, sb.cur_bound), rows)
         return rows
 
-    def _advance(self, pair: _Pair, limit_ms: int, rows: list[dict[str, Any]]) -> None:
+    def _advance(self, pair: _Pair, limit_ms: int, rows: list[DivergenceWindow]) -> None:
         """Sample every non-stale boundary up to limit_ms (all data up to there is final)."""
         sides = (self._series[pair.a], self._series[pair.b])
         t = pair.next_ms
@@ -267,7 +271,7 @@ class DivergenceKernel:
         pair.next_ms = t
 
     def _sample(
-        self, pair: _Pair, t_ms: int, price_a: float, price_b: float, rows: list[dict[str, Any]]
+        self, pair: _Pair, t_ms: int, price_a: float, price_b: float, rows: list[DivergenceWindow]
     ) -> None:
         self._observe(pair, "ratio", t_ms, price_a / price_b, rows)
         history = pair.history
@@ -281,7 +285,7 @@ class DivergenceKernel:
         history.append((t_ms, price_a, price_b))
 
     def _observe(
-        self, pair: _Pair, metric: str, t_ms: int, value: float, rows: list[dict[str, Any]]
+        self, pair: _Pair, metric: str, t_ms: int, value: float, rows: list[DivergenceWindow]
     ) -> None:
         config = self.config
         stats = pair.stats[metric]
@@ -372,19 +376,9 @@ class DivergenceKernel:
 
 def _row(
     label: str, metric: str, window: list[Any], closed_ms: int | None, close: float | None
-) -> dict[str, Any]:
+) -> DivergenceWindow:
     direction, opened_ms, open_value, z_open, peak, peak_ms, z_peak = window
-    return {
-        "kind": "divergence_window",
-        "pair": label,
-        "metric": metric,
-        "direction": direction,
-        "opened_at_ms": opened_ms,
-        "closed_at_ms": closed_ms,
-        "open_value": open_value,
-        "peak_value": peak,
-        "peak_at_ms": peak_ms,
-        "close_value": close,
-        "z_open_value": z_open,
-        "z_peak": z_peak,
-    }
+    return DivergenceWindow(
+        label, metric, direction, opened_ms, closed_ms, open_value, peak, peak_ms, close,
+        z_open, z_peak,
+    )

@@ -5,6 +5,9 @@ as soon as a tick of a later interval arrives, or when the watermark passes the
 bar's end. On flush the open bars are emitted but kept: should ticks of the same
 interval still arrive (a later replay), the bar is emitted again with more
 ticks, and the sink keeps the version with the highest ``ticks``.
+
+Bars are one minute long: the ``Bar`` contract, the ``bars_1m`` table and the desk
+feed know no other length (longer bars are the ``ohlc_1h``/``ohlc_1d`` views).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tickstream.contracts import Bar
 from tickstream.model import MINUTE_MS, Tick
 
 
@@ -20,21 +24,21 @@ from tickstream.model import MINUTE_MS, Tick
 class OhlcConfig:
     interval_ms: int = MINUTE_MS
 
-    @property
-    def kind(self) -> str:
-        return "bar_1m" if self.interval_ms == MINUTE_MS else f"bar_{self.interval_ms // 1000}s"
+    def __post_init__(self) -> None:
+        if self.interval_ms != MINUTE_MS:
+            raise ValueError("bars are one minute long (the Bar contract and bars_1m table)")
 
 
 class OhlcKernel:
-    """Bars per symbol; rows are dicts of kind ``bar_1m``."""
+    """One-minute bars per symbol (``Bar`` rows)."""
 
     def __init__(self, config: OhlcConfig | None = None) -> None:
         self.config = config or OhlcConfig()
         # symbol -> [start_ms, open, high, low, close, ticks]
         self._open: dict[str, list[Any]] = {}
 
-    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[Bar]:
+        rows: list[Bar] = []
         interval = self.config.interval_ms
         bars = self._open
         for tick in ticks:
@@ -59,21 +63,13 @@ class OhlcKernel:
                 del bars[symbol]
         return rows
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self) -> list[Bar]:
         return [self._row(symbol, bar) for symbol, bar in self._open.items()]
 
-    def _row(self, symbol: str, bar: list[Any]) -> dict[str, Any]:
+    @staticmethod
+    def _row(symbol: str, bar: list[Any]) -> Bar:
         start, open_, high, low, close, count = bar
-        return {
-            "kind": self.config.kind,
-            "symbol": symbol,
-            "ts_ms": start,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "ticks": count,
-        }
+        return Bar(symbol, start, open_, high, low, close, count)
 
     def snapshot(self) -> dict[str, Any]:
         return {"open": {symbol: list(bar) for symbol, bar in self._open.items()}}

@@ -51,6 +51,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickstream.contracts import RecordBreak
+from tickstream.contracts.rows import group_label
 from tickstream.model import Tick
 
 DAY_MS = 86_400_000
@@ -224,8 +226,8 @@ class RecordKernel:
 
     # -- the kernel protocol ----------------------------------------------------------
 
-    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[RecordBreak]:
+        rows: list[RecordBreak] = []
         quiet = self._quiet
         get = quiet.get
         slow = self._tick
@@ -239,15 +241,15 @@ class RecordKernel:
                 self._sync(group, limit, rows)
         return rows
 
-    def flush(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def flush(self) -> list[RecordBreak]:
+        rows: list[RecordBreak] = []
         for group in self._groups:
             self._sync(group, 2**63, rows)
         return rows
 
     # -- the slow path ----------------------------------------------------------------
 
-    def _tick(self, tick: Tick, rows: list[dict[str, Any]]) -> None:
+    def _tick(self, tick: Tick, rows: list[RecordBreak]) -> None:
         symbol, ts, price = tick.symbol, tick.ts_ms, tick.price
         state = self._symbol(symbol)
         if state.ath is None:
@@ -272,7 +274,7 @@ class RecordKernel:
         self._refresh_quiet(symbol, state)
 
     def _cross(
-        self, symbol: str, grid: _Grid, ts: int, price: float, rows: list[dict[str, Any]]
+        self, symbol: str, grid: _Grid, ts: int, price: float, rows: list[RecordBreak]
     ) -> None:
         """Move one grid's latches from grid.price to price, emitting the crossings."""
         before = grid.price
@@ -326,7 +328,7 @@ class RecordKernel:
                 armed[k] = [up, down]
         grid.price = price
 
-    def _sync(self, group: _Group, limit: int, rows: list[dict[str, Any]]) -> None:
+    def _sync(self, group: _Group, limit: int, rows: list[RecordBreak]) -> None:
         """Take the group's ATH events older than every member's watermark, in ts order."""
         queues = [(m, group.pending[m]) for m in group.members]  # members are sorted
         span = self.config.sync_span_ms
@@ -346,7 +348,7 @@ class RecordKernel:
             if group.last_sync_ms is not None and ts - group.last_sync_ms <= span:
                 continue
             prev = min(t for _, t in others)
-            label = "+".join(sorted([symbol, *(m for m, _ in others)]))
+            label = group_label([symbol, *(m for m, _ in others)])
             rows.append(_row(label, "sync_ath", ts, price, 0.0, 0.0, prev, 0))
             group.last_sync_ms = ts
 
@@ -422,16 +424,8 @@ def _row(
     step: float,
     prev_ts_ms: int | None,
     first_time: int,
-) -> dict[str, Any]:
-    return {
-        "kind": "record_break",
-        "symbol": symbol,
-        "record": record,
-        "ts_ms": ts_ms,
-        "price": price,
-        "level": level,
-        "step": step,
-        "prev_ts_ms": prev_ts_ms,
-        "since_prev_s": None if prev_ts_ms is None else (ts_ms - prev_ts_ms) / 1000.0,
-        "first_time": first_time,
-    }
+) -> RecordBreak:
+    since_prev_s = None if prev_ts_ms is None else (ts_ms - prev_ts_ms) / 1000.0
+    return RecordBreak(
+        symbol, record, ts_ms, price, level, step, prev_ts_ms, since_prev_s, first_time
+    )

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
+from tickstream.contracts import RollingHigh
 from tickstream.model import MINUTE_MS, Tick
 
 HOUR_MS = 3_600_000
@@ -74,16 +75,14 @@ class _Symbol:
 class RollingKernel:
     """Rolling high/low rows of kind ``rolling_high``."""
 
-    kind = "rolling_high"
-
     def __init__(self, config: RollingConfig | None = None) -> None:
         self.config = config or RollingConfig()
         self._windows = [(label, int(w)) for label, w in self.config.windows_ms.items()]
         self._longest_ms = max(w for _, w in self._windows)
         self._symbols: dict[str, _Symbol] = {}
 
-    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def update(self, ticks: Sequence[Tick], watermarks: Mapping[str, int]) -> list[RollingHigh]:
+        rows: list[RollingHigh] = []
         for symbol, group in group_by_symbol(ticks).items():
             self._run(symbol, group, rows)
         for symbol, watermark in watermarks.items():
@@ -92,14 +91,14 @@ class RollingKernel:
                 self._emit(symbol, state, rows)
         return rows
 
-    def flush(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def flush(self) -> list[RollingHigh]:
+        rows: list[RollingHigh] = []
         for symbol, state in self._symbols.items():
             if state.pending:
                 self._emit(symbol, state, rows)
         return rows
 
-    def _run(self, symbol: str, ticks: list[Tick], rows: list[dict[str, Any]]) -> None:
+    def _run(self, symbol: str, ticks: list[Tick], rows: list[RollingHigh]) -> None:
         stamp = self.config.stamp_ms
         state = self._symbols.get(symbol)
         if state is None:
@@ -125,7 +124,7 @@ class RollingKernel:
             lo_push(tick)
         state.pending = pending
 
-    def _emit(self, symbol: str, state: _Symbol, rows: list[dict[str, Any]]) -> None:
+    def _emit(self, symbol: str, state: _Symbol, rows: list[RollingHigh]) -> None:
         """Rows of the current period, as of its last tick (the top of both staircases)."""
         hi, lo = state.hi, state.lo
         t = hi[-1].ts_ms
@@ -135,16 +134,7 @@ class RollingKernel:
             h = hi[bisect_right(hi, cutoff, key=_ts)]
             low = lo[bisect_right(lo, cutoff, key=_ts)]
             rows.append(
-                {
-                    "kind": "rolling_high",
-                    "symbol": symbol,
-                    "window": label,
-                    "ts_ms": stamp_ms,
-                    "high": h.price,
-                    "high_ts_ms": h.ts_ms,
-                    "low": low.price,
-                    "low_ts_ms": low.ts_ms,
-                }
+                RollingHigh(symbol, label, stamp_ms, h.price, h.ts_ms, low.price, low.ts_ms)
             )
         state.pending = False
         cutoff = t - self._longest_ms

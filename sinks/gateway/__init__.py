@@ -1,5 +1,6 @@
 """The desk feed gateway: a sink of ticks and signals toward trading desks over websockets.
 
-``protocol`` (messages, subscriptions, access, conflation) and ``state`` (snapshots,
-the signal log for replays) are pure; ``server`` holds the sockets and the Kafka consumer.
+``protocol`` (messages, subscriptions, access), ``conflation`` and ``state`` (snapshots,
+the signal log for replays) are pure; ``feed`` holds the Kafka consumer, ``session`` the
+websockets, ``http`` the plain pages, and ``server`` puts them together.
 """

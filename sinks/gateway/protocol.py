@@ -1,7 +1,8 @@
-"""The desk feed protocol, apart from any socket: messages, subscriptions, access, conflation.
+"""The desk feed protocol, apart from any socket: messages, subscriptions, access, frames.
 
-Everything here is pure: the server (``server.py``) feeds it decoded messages and
-asks it what to send to whom. See docs/gateway.md for the protocol as a client sees it.
+Everything here is pure: the sessions (``session.py``) feed it decoded messages and
+ask it what to send to whom (conflation: ``conflation.py``). See docs/gateway.md for the
+protocol as a client sees it.
 
 Client -> server (JSON text frames)::
 
@@ -18,38 +19,25 @@ Server -> client: ``snapshot``, ``tick``, ``bar``, ``rolling_high``, ``record_br
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from tickstream.contracts import ROW_SPECS, TICK_FIELDS
+from tickstream.contracts.rows import SPECS_BY_FEED, key_members
+from tickstream.settings import check_token, parse_token_file, parse_token_list
+
+# Every name below is derived from the row contracts (tickstream.contracts.rows): a new row
+# kind is served with no change here.
 # subscription kinds, in the order the protocol lists them
-KINDS = ("ticks", "bars", "rolling_highs", "record_breaks", "divergence_windows")
-SIGNAL_KINDS = frozenset({"record_breaks", "divergence_windows"})
-
+KINDS = ("ticks", *(spec.feed for spec in ROW_SPECS))
+SIGNAL_KINDS = frozenset(spec.feed for spec in ROW_SPECS if spec.is_signal)
 # row "kind" on the topics -> subscription kind, and -> frame "type"
-ROW_KIND_TO_SUB = {
-    "tick": "ticks",
-    "bar_1m": "bars",
-    "rolling_high": "rolling_highs",
-    "record_break": "record_breaks",
-    "divergence_window": "divergence_windows",
-}
-SUB_TO_TYPE = {
-    "ticks": "tick",
-    "bars": "bar",
-    "rolling_highs": "rolling_high",
-    "record_breaks": "record_break",
-    "divergence_windows": "divergence_window",
-}
-
-TICK_FIELDS = ("symbol", "ts_ms", "price", "bid", "ask", "size", "venue", "seq", "recv_ms")
-
-# the column naming which record a record_break row is: records.py calls it "record";
-# older spellings are accepted so a mixed deployment still works
-RECORD_KEYS = ("record", "record_kind", "kind_detail", "type")
+ROW_KIND_TO_SUB = {"tick": "ticks", **{spec.kind: spec.feed for spec in ROW_SPECS}}
+SUB_TO_TYPE = {"ticks": "tick", **{spec.feed: spec.frame for spec in ROW_SPECS}}
+__all__ = ["TICK_FIELDS"]  # re-exported for the board state
 
 MAX_SYMBOLS = 1_000
 MAX_SYMBOL_LEN = 64
@@ -169,11 +157,7 @@ def _kinds(value: Any) -> frozenset[str]:
 
 def members(key: str) -> tuple[str, ...]:
     """The symbols a row key stands for: 'XAU/XAG' (pair) and 'XAU+XAG' (sync) -> both."""
-    if "/" in key:
-        return tuple(key.split("/"))
-    if "+" in key:
-        return tuple(key.split("+"))
-    return (key,)
+    return key_members(key)
 
 
 class _KindSelection:
@@ -267,8 +251,6 @@ class Subscription:
 
 # --------------------------------------------------------------------------- access
 
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")
-
 
 @dataclass(frozen=True, slots=True)
 class Access:
@@ -298,14 +280,15 @@ class Access:
 
 
 class TokenTable:
-    """The configured tokens, each with its optional symbol allow-list."""
+    """The configured tokens, each with its optional symbol allow-list.
+
+    The token grammar (characters, list and file formats) is the ``gateway.tokens``
+    setting's, in tickstream.settings: one rule whether a token comes from a flag or code.
+    """
 
     def __init__(self, tokens: Mapping[str, frozenset[str] | None]) -> None:
         for token in tokens:
-            if not _TOKEN_RE.match(token):
-                raise ValueError(
-                    f"token {token[:8]!r}...: use 1-256 of A-Z a-z 0-9 . _ ~ - (URL-safe)"
-                )
+            check_token(token)
         self._tokens = dict(tokens)
 
     def __len__(self) -> int:
@@ -328,71 +311,35 @@ class TokenTable:
     @classmethod
     def parse_list(cls, text: str) -> TokenTable:
         """``TOKEN[:SYM+SYM...]`` entries separated by commas (or whitespace)."""
-        tokens: dict[str, frozenset[str] | None] = {}
-        for entry in re.split(r"[,\s]+", text.strip()):
-            if not entry:
-                continue
-            token, _, syms = entry.partition(":")
-            tokens[token] = frozenset(s for s in syms.split("+") if s) if syms else None
-        return cls(tokens)
+        return cls(parse_token_list(text))
 
     @classmethod
     def parse_file(cls, text: str) -> TokenTable:
         """One token a line: ``TOKEN [SYM SYM ...]``; blank lines and '#' comments ignored."""
-        tokens: dict[str, frozenset[str] | None] = {}
-        for line in text.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            token, *syms = line.split()
-            tokens[token] = frozenset(syms) if syms else None
-        return cls(tokens)
+        return cls(parse_token_file(text))
 
 
 # --------------------------------------------------------------------------- rows and frames
 
 
 def record_kind(row: Mapping[str, Any]) -> str | None:
-    """Which record a record_break row is ('ath', 'atl', 'level_up', ...), whatever its key."""
-    for key in RECORD_KEYS:
-        value = row.get(key)
-        if isinstance(value, str) and value != "record_break":
-            return value
-    return None
+    """Which record a record_break row is ('ath', 'atl', 'level_up', ...)."""
+    value = row.get("record")
+    return value if isinstance(value, str) else None
 
 
 def row_key(sub_kind: str, row: Mapping[str, Any]) -> str:
-    if sub_kind == "divergence_windows":
-        return str(row.get("pair", ""))
-    return str(row.get("symbol", ""))
+    return SPECS_BY_FEED[sub_kind].key_of(row)
 
 
 def signal_identity(sub_kind: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
     """What makes two signals the same signal (a processor restart may send one twice)."""
-    if sub_kind == "record_breaks":
-        return (
-            "record_break",
-            row.get("symbol"),
-            record_kind(row),
-            row.get("ts_ms"),
-            row.get("level"),
-            row.get("step"),
-        )
-    return (
-        "divergence_window",
-        row.get("pair"),
-        row.get("metric"),
-        row.get("opened_at_ms"),
-        row.get("closed_at_ms"),
-    )
+    return SPECS_BY_FEED[sub_kind].signal_identity(row)
 
 
 def event_ts(sub_kind: str, row: Mapping[str, Any]) -> int:
     """Event time a replay filters on: a window's close (or its open while open)."""
-    if sub_kind == "divergence_windows":
-        closed = row.get("closed_at_ms")
-        return int(closed if closed is not None else row.get("opened_at_ms") or 0)
-    return int(row.get("ts_ms") or 0)
+    return SPECS_BY_FEED[sub_kind].event_ts(row)
 
 
 def row_frame(sub_kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,9 +348,6 @@ def row_frame(sub_kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in row.items():
         if k != "kind":
             frame[k] = v
-    if sub_kind == "record_breaks":
-        frame["record"] = record_kind(row)
-        frame["type"] = "record_break"  # a row may carry its record under the key "type"
     return frame
 
 
@@ -458,84 +402,3 @@ def error_frame(error: str, detail: str) -> bytes:
 
 def heartbeat_frame(now_ms: int) -> bytes:
     return orjson.dumps({"type": "heartbeat", "ts_ms": now_ms})
-
-
-# --------------------------------------------------------------------------- delivered signals
-
-
-class SeqSet:
-    """The signal sequence numbers one client received: a bitmap from a moving base.
-
-    One bit per signal of the log (25 KB for 200,000 signals), so a later replay can skip
-    what the client already has; ``trim`` forgets the numbers the log no longer holds.
-    """
-
-    __slots__ = ("_base", "_bits")
-
-    def __init__(self) -> None:
-        self._base = 1  # sequence number of bit 0 (a multiple of 8, plus 1)
-        self._bits = bytearray()
-
-    def add(self, seq: int) -> None:
-        i = seq - self._base
-        if i < 0:
-            return  # older than what is tracked: the log has evicted it anyway
-        byte = i >> 3
-        if byte >= len(self._bits):
-            self._bits.extend(bytes(byte + 1 - len(self._bits)))
-        self._bits[byte] |= 1 << (i & 7)
-
-    def __contains__(self, seq: int) -> bool:
-        i = seq - self._base
-        if i < 0:
-            return False
-        byte = i >> 3
-        return byte < len(self._bits) and bool(self._bits[byte] & (1 << (i & 7)))
-
-    def trim(self, oldest: int) -> None:
-        """Forget sequence numbers below ``oldest`` (whole bytes only)."""
-        drop = (oldest - self._base) >> 3
-        if drop > 0:
-            del self._bits[:drop]
-            self._base += drop * 8
-
-    def __len__(self) -> int:
-        return sum(bin(b).count("1") for b in self._bits)
-
-
-# --------------------------------------------------------------------------- conflation
-
-
-class Conflator:
-    """Latest item per key until drained: the per-interval conflation of ticks."""
-
-    __slots__ = ("_latest", "superseded")
-
-    def __init__(self) -> None:
-        self._latest: dict[str, Any] = {}
-        self.superseded = 0  # items replaced before they were drained, ever
-
-    def offer(self, key: str, item: Any) -> bool:
-        """Keep ``item`` as the latest of ``key``; True when it replaced an undrained one."""
-        latest = self._latest
-        replaced = key in latest
-        if replaced:
-            self.superseded += 1
-            del latest[key]  # re-insert: drain order follows the newest update
-        latest[key] = item
-        return replaced
-
-    def pending(self) -> dict[str, Any]:
-        """A copy of the undrained items by key."""
-        return dict(self._latest)
-
-    def drain(self) -> list[Any]:
-        items = list(self._latest.values())
-        self._latest.clear()
-        return items
-
-    def __len__(self) -> int:
-        return len(self._latest)
-
-    def __bool__(self) -> bool:
-        return bool(self._latest)

@@ -1,0 +1,202 @@
+"""The Kafka side of the gateway: ticks, aggregates and signals in, deltas to the sessions out.
+
+One aiokafka consumer, assigned every partition of the three topics (no consumer group:
+each gateway instance sees everything and keeps no offsets), feeds ``BoardState`` and
+``SignalLog`` and hands each message to the sessions. The signals topic is read whole
+(replays come from it); ticks and aggregates only their last ``backfill`` messages per
+partition, enough for the snapshot state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from sinks.gateway.config import GatewayConfig
+from sinks.gateway.protocol import ROW_KIND_TO_SUB, SIGNAL_KINDS, Delta, row_frame, row_key
+from sinks.gateway.session import Sessions
+from sinks.gateway.state import BoardState, SignalLog
+from tickstream import metrics
+from tickstream.contracts import TICK_FIELDS, decode_ticks_message
+from tickstream.kafka_io import ensure_topics
+from tickstream.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# bytes queued to clients after which the consumer lets the writers (and sockets) drain
+_BURST_BYTES = 64 << 10
+
+
+class Feed:
+    """The consumer and what it does with each message, in consumption order."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        state: BoardState,
+        log: SignalLog,
+        sessions: Sessions,
+        counts: dict[str, int],
+        ready: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.log = log
+        self.sessions = sessions
+        self.counts = counts
+        self.ready = ready  # set once caught up with the topics' ends as of start-up
+        topics = Topics(config.namespace)
+        self._roles = {
+            topics.ticks: "ticks",
+            topics.aggregates: "aggregates",
+            topics.signals: "signals",
+        }
+        self._consumer: AIOKafkaConsumer | None = None
+        self._initial_end: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        await ensure_topics(self.config.settings())
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.config.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{self.config.namespace}.gateway",
+        )
+        await consumer.start()
+        try:
+            tps = await self._partitions()
+            consumer.assign(tps)
+            begin = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+            for tp in tps:
+                if self._roles[tp.topic] == "signals":
+                    start = begin[tp]  # the whole history: replays come from it
+                else:
+                    start = max(begin[tp], end[tp] - self.config.backfill)
+                consumer.seek(tp, start)
+            self._initial_end = {tp: end[tp] for tp in tps if end[tp] > begin[tp]}
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        if not self._initial_end:
+            self.ready.set()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _partitions(self) -> list[TopicPartition]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.config.kafka_bootstrap)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(self._roles))
+        finally:
+            await admin.close()
+        return [
+            TopicPartition(topic["topic"], part["partition"])
+            for topic in described
+            for part in sorted(topic["partitions"], key=lambda p: p["partition"])
+        ]
+
+    async def run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        roles, sessions = self._roles, self.sessions
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway: Kafka fetch failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            for tp, messages in batches.items():
+                role = roles[tp.topic]
+                for msg in messages:
+                    self._ingest(role, msg.value, msg.timestamp)
+                    if sessions.burst > _BURST_BYTES:
+                        # let the writers (and the sockets) drain a burst before the next one:
+                        # a client is slow when it cannot keep up, not when one fetch is big
+                        sessions.burst = 0
+                        await asyncio.sleep(0)
+            if not self.ready.is_set():
+                await self._check_ready(consumer)
+
+    async def _check_ready(self, consumer: AIOKafkaConsumer) -> None:
+        for tp, end in list(self._initial_end.items()):
+            if await consumer.position(tp) >= end:
+                del self._initial_end[tp]
+        if not self._initial_end:
+            log.info("gateway caught up: %d signals in the replay log", len(self.log))
+            self.ready.set()
+
+    def _ingest(self, role: str, value: bytes | None, created_ms: int | None) -> None:
+        if role == "ticks":
+            self._ingest_ticks(value or b"", created_ms)
+            return
+        try:
+            doc = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            self._undecodable(role)
+            return
+        rows = doc if isinstance(doc, list) else [doc]
+        for row in rows:
+            if not isinstance(row, dict) or "control" in row:
+                if not isinstance(row, dict):
+                    self._undecodable(role)
+                continue
+            kind = ROW_KIND_TO_SUB.get(row.get("kind"))  # type: ignore[arg-type]
+            if kind is None or kind == "ticks":
+                self._undecodable(role)
+                continue
+            try:
+                key = row_key(kind, row)
+                self.state.apply_row(kind, row)  # raises on a malformed row: nothing logged
+                if kind in SIGNAL_KINDS:
+                    delta = self.log.add(
+                        kind,
+                        row,
+                        lambda seq, k=kind, r=row, key=key: Delta(
+                            k, key, created_ms, doc=row_frame(k, r), seq=seq
+                        ),
+                    )
+                    if delta is None:
+                        self.counts["duplicate_signals"] += 1
+                        continue
+                    self.counts["signals_in"] += 1
+                else:
+                    delta = Delta(kind, key, created_ms, doc=row_frame(kind, row))
+                    self.counts["rows_in"] += 1
+            except (KeyError, TypeError, ValueError):
+                self._undecodable(role)
+                continue
+            self.sessions.fanout(delta)
+
+    def _ingest_ticks(self, value: bytes, created_ms: int | None) -> None:
+        """Ticks as the contract decodes them (a batch or one JSON tick); bad ones counted."""
+        decoded = decode_ticks_message(value)
+        for _ in decoded.bad:
+            self._undecodable("ticks")
+        conflate = self.config.conflation_ms > 0
+        state, offer, fanout = self.state, self.sessions.ticks.offer, self.sessions.fanout
+        for tick in decoded.ticks:
+            row = [getattr(tick, f) for f in TICK_FIELDS]
+            state.apply_tick(row)
+            delta = Delta("ticks", tick.symbol, created_ms, row=row)
+            if conflate:
+                offer(tick.symbol, delta)
+            else:
+                fanout(delta)
+        self.counts["ticks_in"] += len(decoded.ticks)
+
+    def _undecodable(self, role: str) -> None:
+        self.counts["undecodable"] += 1
+        metrics.GATEWAY_UNDECODABLE.labels(role).inc()

@@ -1,0 +1,374 @@
+"""The gateway's pure parts: message validation, matching, access, conflation, state, replay log."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sinks.gateway.conflation import Conflator, SeqSet
+from sinks.gateway.protocol import (
+    KINDS,
+    SUB_TO_TYPE,
+    Access,
+    Delta,
+    Heartbeat,
+    ProtocolError,
+    SnapshotRequest,
+    Subscribe,
+    Subscription,
+    TokenTable,
+    Unsubscribe,
+    event_ts,
+    parse_message,
+    record_kind,
+    row_frame,
+    signal_identity,
+)
+from sinks.gateway.state import BoardState, SignalLog
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_parse_subscribe_variants() -> None:
+    cmd = parse_message(b'{"op":"subscribe","symbols":["XAU","XAG"],"kinds":["ticks"]}')
+    assert cmd == Subscribe(frozenset({"XAU", "XAG"}), frozenset({"ticks"}), None)
+    cmd = parse_message('{"op":"subscribe","symbols":"*","since_ms":0}')
+    assert cmd == Subscribe(None, frozenset(KINDS), 0)
+    assert parse_message('{"op":"unsubscribe","symbols":["XAU"]}') == Unsubscribe(
+        frozenset({"XAU"}), frozenset(KINDS)
+    )
+    assert parse_message('{"op":"snapshot"}') == SnapshotRequest()
+    assert parse_message('{"op":"snapshot","history":true}') == SnapshotRequest(True)
+    cmd = parse_message('{"op":"subscribe","symbols":["XAU"],"history":true}')
+    assert isinstance(cmd, Subscribe) and cmd.history
+    assert parse_message('{"op":"heartbeat"}') == Heartbeat()
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (b"{not json", "bad_json"),
+        (b"\xff\xfe", "bad_json"),
+        (b"", "bad_json"),
+        (b"[1,2]", "bad_request"),
+        (b'"subscribe"', "bad_request"),
+        (b"{}", "bad_request"),
+        (b'{"op":"explode"}', "unknown_op"),
+        (b'{"op":17}', "unknown_op"),
+        (b'{"op":"subscribe"}', "bad_request"),
+        (b'{"op":"subscribe","symbols":[]}', "bad_request"),
+        (b'{"op":"subscribe","symbols":"XAU"}', "bad_request"),
+        (b'{"op":"subscribe","symbols":[1]}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["*"]}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"kinds":["candles"]}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"kinds":[]}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"since_ms":-1}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"since_ms":"0"}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"since_ms":true}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"history":1}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["' + b"X" * 65 + b'"]}', "bad_request"),
+    ],
+)
+def test_parse_refuses_with_stable_codes(raw: bytes, error: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_message(raw)
+    assert info.value.error == error
+    assert info.value.detail
+
+
+# ------------------------------------------------------------------ matching
+
+
+def test_subscription_per_kind_and_wildcards() -> None:
+    sub = Subscription()
+    assert not sub.active() and not sub.wants("ticks", "XAU")
+    sub.subscribe(frozenset({"XAU"}), ["ticks"])
+    sub.subscribe(None, ["record_breaks"])
+    assert sub.wants("ticks", "XAU") and not sub.wants("ticks", "XAG")
+    assert not sub.wants("bars", "XAU")
+    assert sub.wants("record_breaks", "ANY")
+    sub.unsubscribe(frozenset({"ANY"}), ["record_breaks"])  # all but ANY
+    assert not sub.wants("record_breaks", "ANY") and sub.wants("record_breaks", "XAG")
+    sub.subscribe(frozenset({"ANY"}), ["record_breaks"])
+    assert sub.wants("record_breaks", "ANY")
+    sub.unsubscribe(None, ["record_breaks"])
+    assert not sub.wants("record_breaks", "XAG")
+    sub.unsubscribe(frozenset({"XAU"}), ["ticks"])
+    assert not sub.active()
+
+
+def test_pairs_and_groups_match_either_symbol_or_themselves() -> None:
+    sub = Subscription()
+    sub.subscribe(frozenset({"XAG"}), ["divergence_windows", "record_breaks"])
+    assert sub.wants("divergence_windows", "XAU/XAG")
+    assert sub.wants("record_breaks", "XAG+XAU")  # sync_ath rows join members with '+'
+    assert not sub.wants("divergence_windows", "XPT/XPD")
+    only_pair = Subscription()
+    only_pair.subscribe(frozenset({"XAU/XAG"}), ["divergence_windows"])
+    assert only_pair.wants("divergence_windows", "XAU/XAG")
+    assert not only_pair.wants("divergence_windows", "XAU/XPT")
+
+
+def test_access_allow_list() -> None:
+    free = Access("t", None)
+    free.check(frozenset({"ANY"}))
+    assert free.allows("ANY")
+    gold = Access("t", frozenset({"XAU"}))
+    gold.check(None)  # '*' is narrowed to the allow-list, not refused
+    gold.check(frozenset({"XAU"}))
+    with pytest.raises(ProtocolError) as info:
+        gold.check(frozenset({"XAU", "XAG"}))
+    assert info.value.error == "forbidden_symbol" and "XAG" in info.value.detail
+    assert gold.allows("XAU") and not gold.allows("XAG")
+    assert not gold.allows("XAU/XAG")  # a pair needs both symbols (or itself)
+    assert Access("t", frozenset({"XAU", "XAG"})).allows("XAU/XAG")
+    assert Access("t", frozenset({"XAU/XAG"})).allows("XAU/XAG")
+
+
+def test_token_table_parsing_and_lookup() -> None:
+    table = TokenTable.parse_list("alpha, beta:XAU+XAG ,gamma:XAU")
+    assert table.lookup("alpha") == Access("token#1", None)
+    beta = table.lookup("beta")
+    assert beta is not None and beta.allowed == frozenset({"XAU", "XAG"})
+    assert table.lookup("nope") is None and table.lookup("") is None and table.lookup(None) is None
+    from_file = TokenTable.parse_file("# desks\ndesk-1\n\ndesk-2 XAU XAG  # metals only\n")
+    assert len(from_file) == 2
+    assert from_file.lookup("desk-2").allowed == frozenset({"XAU", "XAG"})  # type: ignore[union-attr]
+    assert len(table.merged(from_file)) == 5
+    with pytest.raises(ValueError):
+        TokenTable.parse_list("bad/token")
+
+
+# ------------------------------------------------------------------ rows and frames
+
+RB = {
+    "kind": "record_break",
+    "symbol": "XAU",
+    "record": "level_up",
+    "ts_ms": 1_000,
+    "price": 5001.0,
+    "level": 5000.0,
+    "step": 100.0,
+    "prev_ts_ms": 500,
+    "since_prev_s": 0.5,
+    "first_time": 1,
+}
+WIN = {
+    "kind": "divergence_window",
+    "pair": "XAU/XAG",
+    "metric": "ratio",
+    "direction": 1,
+    "opened_at_ms": 60_000,
+    "closed_at_ms": None,
+    "open_value": 50.0,
+    "peak_value": 51.0,
+    "peak_at_ms": 120_000,
+    "close_value": None,
+}
+
+
+def test_record_frame_carries_the_record_and_no_kind() -> None:
+    """One spelling, the contract's ``record`` (older spellings went with the contracts)."""
+    assert record_kind(RB) == "level_up"
+    frame = row_frame("record_breaks", RB)
+    assert frame["type"] == "record_break" and frame["record"] == "level_up"
+    assert "kind" not in frame
+
+
+def test_every_contract_row_kind_is_served() -> None:
+    """Kinds, subscriptions and frame types come from the row contracts."""
+    from tickstream.contracts import ROW_SPECS
+
+    assert set(KINDS) == {"ticks", *(s.feed for s in ROW_SPECS)}
+    for spec in ROW_SPECS:
+        assert SUB_TO_TYPE[spec.feed] == spec.frame
+
+
+def test_identities_and_event_time() -> None:
+    assert signal_identity("record_breaks", RB) == signal_identity("record_breaks", dict(RB))
+    assert signal_identity("record_breaks", RB) != signal_identity(
+        "record_breaks", {**RB, "level": 4900.0}
+    )
+    closed = {**WIN, "closed_at_ms": 180_000, "close_value": 50.1}
+    assert signal_identity("divergence_windows", WIN) != signal_identity(
+        "divergence_windows", closed
+    )
+    assert event_ts("divergence_windows", WIN) == 60_000
+    assert event_ts("divergence_windows", closed) == 180_000
+    assert event_ts("record_breaks", RB) == 1_000
+
+
+def test_delta_encodes_once_with_creation_stamp() -> None:
+    d = Delta("ticks", "XAU", 123, row=["XAU", 1, 2.0, None, None, None, None, 7, 100])
+    data = d.data()
+    assert d.data() is data
+    doc = orjson.loads(data)
+    assert doc == {
+        "type": "tick",
+        "symbol": "XAU",
+        "ts_ms": 1,
+        "price": 2.0,
+        "bid": None,
+        "ask": None,
+        "size": None,
+        "venue": None,
+        "seq": 7,
+        "recv_ms": 100,
+        "created_ms": 123,
+    }
+    s = Delta("record_breaks", "XAU", None, doc=row_frame("record_breaks", RB), seq=4)
+    assert orjson.loads(s.data())["signal_seq"] == 4
+
+
+# ------------------------------------------------------------------ delivered signals
+
+
+def test_seq_set_bitmap_with_trim() -> None:
+    seen = SeqSet()
+    for seq in (1, 2, 3, 9, 100, 5_000):
+        seen.add(seq)
+    assert all(s in seen for s in (1, 2, 3, 9, 100, 5_000))
+    assert not any(s in seen for s in (0, 4, 8, 10, 99, 4_999, 5_001, 10**9))
+    assert len(seen) == 6
+    seen.trim(97)  # forget below 97 (whole bytes: 1..96 go)
+    assert 9 not in seen and 100 in seen and 5_000 in seen
+    seen.add(5)  # older than the base: ignored, not an error
+    assert 5 not in seen and len(seen) == 2
+
+
+# ------------------------------------------------------------------ conflation
+
+
+def test_conflator_keeps_latest_per_key_and_counts() -> None:
+    c = Conflator()
+    assert not c.offer("XAU", 1)
+    assert not c.offer("XAG", 10)
+    assert c.offer("XAU", 2)
+    assert c.offer("XAU", 3)
+    assert len(c) == 2 and c.superseded == 2
+    assert c.drain() == [10, 3]  # newest update last
+    assert not c and c.drain() == []
+    assert not c.offer("XAU", 4)
+
+
+# ------------------------------------------------------------------ state
+
+
+def _all(kind: str, key: str) -> bool:
+    return True
+
+
+def test_board_state_snapshot() -> None:
+    st = BoardState()
+    st.apply_tick(["XAU", 2_000, 4990.0, 4989.5, 4990.5, None, None, 2, None])
+    st.apply_tick(["XAU", 1_000, 4999.0, None, None, None, None, 1, None])  # older: not last
+    st.apply_tick(["XAG", 2_000, 100.0, None, None, None, None, 1, None])
+    st.apply_row(
+        "bars",
+        {"symbol": "XAU", "ts_ms": 0, "open": 1, "high": 2, "low": 0.5, "close": 1.5, "ticks": 3},
+    )
+    st.apply_row(
+        "rolling_highs",
+        {
+            "symbol": "XAU",
+            "window": "1h",
+            "ts_ms": 5,
+            "high": 4999.0,
+            "high_ts_ms": 1_000,
+            "low": 4990.0,
+            "low_ts_ms": 2_000,
+        },
+    )
+    st.apply_row(
+        "rolling_highs",
+        {
+            "symbol": "XAU",
+            "window": "1h",
+            "ts_ms": 4,
+            "high": 1.0,
+            "high_ts_ms": 0,
+            "low": 1.0,
+            "low_ts_ms": 0,
+        },
+    )
+    st.apply_row("divergence_windows", WIN)
+    st.apply_row("divergence_windows", {**WIN, "metric": "return_spread"})
+    st.apply_row(
+        "divergence_windows",
+        {**WIN, "metric": "return_spread", "closed_at_ms": 9, "close_value": 1.0},
+    )
+    st.apply_row("record_breaks", {**RB, "record": "level_up", "symbol": "XAG", "step": 5.0})
+    snap = st.snapshot(_all, 42)
+    assert snap["type"] == "snapshot" and snap["as_of_ms"] == 42
+    assert snap["ticks"]["XAU"]["price"] == 4990.0 and snap["ticks"]["XAU"]["bid"] == 4989.5
+    assert snap["ath"]["XAU"] == {"price": 4999.0, "ts_ms": 1_000, "source": "tick"}
+    assert snap["bars"]["XAU"]["close"] == 1.5 and snap["bars"]["XAU"]["type"] == "bar"
+    assert snap["rolling_highs"]["XAU"]["1h"]["high"] == 4999.0
+    assert [w["metric"] for w in snap["divergence_windows"]] == ["ratio"]
+    assert snap["levels"]["XAG"] == [1.0, 5.0, 10.0]
+    assert "history" not in snap
+    hist = st.snapshot(_all, 42, history=True)["history"]
+    assert hist["XAU"] == [[2_000, 4990.0]]  # the older tick is no point of the chart
+    st.apply_tick(["XAU", 2_400, 4991.0, None, None, None, None, 3, None])  # same second
+    st.apply_tick(["XAU", 3_100, 4992.0, None, None, None, None, 4, None])
+    hist = st.snapshot(_all, 42, history=True)["history"]
+    assert hist["XAU"] == [[2_400, 4991.0], [3_100, 4992.0]]
+    # an ath record row is authoritative at equal price and raises the ATH above ticks
+    st.apply_row("record_breaks", {**RB, "record": "ath", "price": 4999.0, "ts_ms": 999})
+    assert st.ath["XAU"] == {"price": 4999.0, "ts_ms": 999, "source": "record"}
+    st.apply_row("record_breaks", {**RB, "record": "ath", "price": 5050.0, "ts_ms": 3_000})
+    assert st.ath["XAU"]["price"] == 5050.0
+    # filtered by what the client may and wants to see
+    only_xag = st.snapshot(lambda kind, key: kind == "ticks" and key == "XAG", 0)
+    assert list(only_xag["ticks"]) == ["XAG"] and not only_xag["bars"]
+    assert not only_xag["divergence_windows"] and list(only_xag["ath"]) == ["XAG"]
+
+
+def _delta(kind: str, row: dict) -> object:
+    return lambda seq: Delta(kind, row.get("symbol") or row["pair"], None, doc=row, seq=seq)
+
+
+def test_signal_log_dedupes_replays_and_evicts() -> None:
+    log = SignalLog(capacity=3)
+    a = log.add("record_breaks", RB, _delta("record_breaks", RB))
+    assert a is not None and a.seq == 1
+    assert log.add("record_breaks", dict(RB), _delta("record_breaks", RB)) is None  # duplicate
+    b = log.add("divergence_windows", WIN, _delta("divergence_windows", WIN))
+    closed = {**WIN, "closed_at_ms": 180_000}
+    c = log.add("divergence_windows", closed, _delta("divergence_windows", closed))
+    assert [d.seq for d in log.since(0)] == [1, 2, 3]
+    assert [d.seq for d in log.since(100_000)] == [3]
+    assert log.complete_since(0)
+    later = {**RB, "ts_ms": 2_000}
+    d = log.add("record_breaks", later, _delta("record_breaks", later))
+    assert d is not None and d.seq == 4 and len(log) == 3 and log.head == 4
+    assert not log.complete_since(0) and log.complete_since(1_001)
+    assert b is not None and c is not None
+    # an evicted identity may come in again (bounded memory), with a new sequence number
+    again = log.add("record_breaks", RB, _delta("record_breaks", RB))
+    assert again is not None and again.seq == 5
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_command_help_and_refusals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from cli.commands.gateway import gateway
+
+    runner = CliRunner()
+    result = runner.invoke(gateway, ["--help"])
+    assert result.exit_code == 0
+    for name in ("TICKSTREAM_GATEWAY_PORT", "TICKSTREAM_GATEWAY_TOKENS_FILE", "--conflation-ms"):
+        assert name in result.output
+    result = runner.invoke(gateway, [], env={"TICKSTREAM_GATEWAY_TOKENS": ""})
+    assert result.exit_code == 2 and "no access token" in result.output
+    result = runner.invoke(gateway, ["--tokens", "bad/token"])
+    assert result.exit_code == 2 and "URL-safe" in result.output
+    bogus = tmp_path / "cert.pem"
+    bogus.write_text("not a certificate")
+    result = runner.invoke(gateway, ["--tokens", "t", "--tls-cert", str(bogus)])
+    assert result.exit_code == 2 and "--tls-cert" in result.output
+    result = runner.invoke(gateway, ["--tokens", "t", "--port", "70000"])
+    assert result.exit_code == 2

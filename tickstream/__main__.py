@@ -1,3 +1,0 @@
-from tickstream.cli import main
-
-main()

@@ -1,0 +1,65 @@
+"""The contracts every stage speaks: the tick and its topic codec, control messages, output rows.
+
+One home per concept, so a new field or signal is one edit here plus the kernel that
+makes it (and a migration for its column); the sink's columns, the desk feed's frames
+and the checks on the ClickHouse DDL are all derived from these definitions.
+"""
+
+from tickstream.contracts.control import (
+    EndOfInput,
+    decode_control,
+    encode_end_of_input,
+    is_end_of_input,
+)
+from tickstream.contracts.dead_letter import DEAD_LETTER_COLUMNS, DeadLetter
+from tickstream.contracts.rows import (
+    ROW_SPECS,
+    ROW_TYPES,
+    Bar,
+    DivergenceWindow,
+    OutputRow,
+    RecordBreak,
+    RollingHigh,
+    RowSpec,
+    row_from_doc,
+    spec_for_kind,
+)
+from tickstream.contracts.ticks import (
+    TICK_COLUMNS,
+    TICK_FIELDS,
+    BadTick,
+    DecodedTicks,
+    TickRow,
+    decode_ticks_message,
+    encode_tick_rows,
+    encode_ticks,
+    tick_identity,
+)
+
+__all__ = [
+    "DEAD_LETTER_COLUMNS",
+    "DeadLetter",
+    "ROW_SPECS",
+    "ROW_TYPES",
+    "TICK_COLUMNS",
+    "TICK_FIELDS",
+    "BadTick",
+    "Bar",
+    "DecodedTicks",
+    "DivergenceWindow",
+    "EndOfInput",
+    "OutputRow",
+    "RecordBreak",
+    "RollingHigh",
+    "RowSpec",
+    "TickRow",
+    "decode_control",
+    "decode_ticks_message",
+    "encode_end_of_input",
+    "encode_tick_rows",
+    "encode_ticks",
+    "is_end_of_input",
+    "row_from_doc",
+    "spec_for_kind",
+    "tick_identity",
+]
