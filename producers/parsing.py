@@ -25,6 +25,17 @@ from operator import itemgetter
 from typing import Any
 
 from producers.reasons import CROSSED_QUOTE, INVALID_PRICE, MALFORMED, InvalidInput
+from tickstream.contracts.ticks import (
+    INT64_MAX,
+    INT64_MIN,
+    PRICE_MAX,
+    SYMBOL_RULE,
+    TS_MS_MAX,
+    VENUE_MAX_LEN,
+    excerpt,
+    valid_symbol,
+    valid_venue,
+)
 from tickstream.model import Tick
 from tickstream.timestamps import TimestampError, parse_ts_ms
 
@@ -37,7 +48,8 @@ Row = tuple[str, int, float, float | None, float | None, float | None, str | Non
 # is almost always epoch seconds sent where milliseconds belong.
 Y2K_MS = 946_684_800_000
 
-_INF = math.inf
+_MAX = PRICE_MAX  # the tick contract's bounds (tickstream.contracts.ticks) hold here too
+_known_symbols: set[str] = set()
 _INT_RE = re.compile(r"^\s*-?[0-9]+\s*$")
 _FIELD_NAMES = ("symbol", "ts", "price", "bid", "ask", "size", "venue", "seq")
 _ALL_FIELDS = itemgetter(*_FIELD_NAMES)
@@ -68,14 +80,16 @@ def _parse_int(name: str, value: Any) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _INT_RE.match(value):
+    if isinstance(value, str) and len(value) <= 40 and _INT_RE.match(value):
         return int(value)
-    raise InvalidInput(MALFORMED, f"{name} {value!r} is not an integer")
+    raise InvalidInput(MALFORMED, f"{name} {excerpt(str(value), 40)!r} is not an integer")
 
 
 def _check_price(name: str, value: float | None) -> None:
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise InvalidInput(INVALID_PRICE, f"{name} {value!r} is not a finite positive price")
+    if value is not None and not (math.isfinite(value) and 0 < value <= _MAX):
+        raise InvalidInput(
+            INVALID_PRICE, f"{name} {value!r} is not a positive price up to {_MAX:g}"
+        )
 
 
 def _field_values(fields: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -121,8 +135,11 @@ def quick_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row | 
     if type(symbol) is not str:
         return None
     symbol = symbol.strip()
-    if not symbol:
-        return None
+    if symbol not in _known_symbols:
+        if not valid_symbol(symbol):
+            return None
+        if len(_known_symbols) < 100_000:
+            _known_symbols.add(symbol)
     kind = type(ts)
     if kind is str:
         try:
@@ -131,7 +148,7 @@ def quick_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row | 
             return None
     elif kind is not int:
         return None
-    if ts < min_ts_ms:
+    if not min_ts_ms <= ts <= TS_MS_MAX:
         return None
     try:
         kind = type(price)
@@ -152,21 +169,25 @@ def quick_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row | 
         if kind is str:
             if not seq:
                 seq = None
-            elif seq.isdigit() and seq.isascii():
+            elif len(seq) <= 19 and seq.isdigit() and seq.isascii():
                 seq = int(seq)
             else:
                 return None
         elif kind is not int:
             return None
+        if seq is not None and not INT64_MIN <= seq <= INT64_MAX:
+            return None
     if venue is not None:
         if type(venue) is not str:
             return None
         venue = venue.strip() or None
+        if venue is not None and not valid_venue(venue):
+            return None
     if not (
-        0.0 < price < _INF
-        and (bid is None or 0.0 < bid < _INF)
-        and (ask is None or 0.0 < ask < _INF)
-        and (size is None or 0.0 <= size < _INF)
+        0.0 < price <= _MAX
+        and (bid is None or 0.0 < bid <= _MAX)
+        and (ask is None or 0.0 < ask <= _MAX)
+        and (size is None or 0.0 <= size <= _MAX)
         and (bid is None or ask is None or bid <= ask)
     ):
         return None
@@ -182,6 +203,9 @@ def checked_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row:
     symbol = fields["symbol"]
     if not isinstance(symbol, str):
         raise InvalidInput(MALFORMED, f"symbol {symbol!r} is a {type(symbol).__name__}, not text")
+    if not valid_symbol(symbol.strip()):
+        shown = excerpt(symbol.strip(), 40)
+        raise InvalidInput(MALFORMED, f"symbol {shown!r} is not {SYMBOL_RULE}")
     try:
         ts_ms = parse_ts_ms(fields["ts"])
     except TimestampError as bad:
@@ -192,6 +216,8 @@ def checked_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row:
             f"ts {fields['ts']!r} = {ts_ms} ms is before {min_ts_ms} ms"
             " (epoch seconds instead of milliseconds?)",
         )
+    if ts_ms > TS_MS_MAX:
+        raise InvalidInput(MALFORMED, f"ts {ts_ms} ms is after the year 2299")
     price = _parse_float("price", fields["price"])
     bid, ask, size, venue, seq = get("bid"), get("ask"), get("size"), get("venue"), get("seq")
     bid = None if _absent(bid) else _parse_float("bid", bid)
@@ -204,11 +230,19 @@ def checked_row(fields: Mapping[str, Any], recv_ms: int, min_ts_ms: int) -> Row:
         raise InvalidInput(MALFORMED, f"venue {venue!r} is a {type(venue).__name__}, not text")
     else:
         venue = venue.strip()
+        if not valid_venue(venue):
+            raise InvalidInput(
+                MALFORMED,
+                f"venue {excerpt(venue, 40)!r} is not printable text of at most"
+                f" {VENUE_MAX_LEN} characters",
+            )
+    if seq is not None and not INT64_MIN <= seq <= INT64_MAX:
+        raise InvalidInput(MALFORMED, f"seq {seq} is outside the 64-bit integer range")
     _check_price("price", price)
     _check_price("bid", bid)
     _check_price("ask", ask)
-    if size is not None and not (math.isfinite(size) and size >= 0):
-        raise InvalidInput(INVALID_PRICE, f"size {size!r} is not a finite size >= 0")
+    if size is not None and not (math.isfinite(size) and 0 <= size <= _MAX):
+        raise InvalidInput(INVALID_PRICE, f"size {size!r} is not a size from 0 to {_MAX:g}")
     if bid is not None and ask is not None and bid > ask:
         raise InvalidInput(CROSSED_QUOTE, f"bid {bid!r} > ask {ask!r}")
     return (symbol.strip(), ts_ms, price, bid, ask, size, venue, seq, recv_ms)

@@ -91,6 +91,9 @@ def _plain(value: object) -> object:
     return value
 
 
+MAX_LINE_CHARS = 65_536  # a tick is a few dozen characters; a longer line is garbage
+
+
 def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Iterator[RawTick]:
     path = config.path
     if not path.is_file():
@@ -110,8 +113,18 @@ def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Itera
             text = line.rstrip("\r\n")
             if number < config.start_line or not text.strip():
                 continue
-            values = next(csv.reader(io.StringIO(text)), [])
             recv = now_ms()
+            if len(text) > MAX_LINE_CHARS:
+                yield RawTick(
+                    text, source, f"line {number}", recv,
+                    error=f"a line of {len(text)} characters (at most {MAX_LINE_CHARS})",
+                )
+                continue
+            try:
+                values = next(csv.reader(io.StringIO(text)), [])
+            except csv.Error as exc:  # e.g. a field over csv's limit, a stray NUL
+                yield RawTick(text, source, f"line {number}", recv, error=f"unreadable CSV: {exc}")
+                continue
             if len(values) != width:
                 yield RawTick(
                     text,

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from producers.records import RawTick, wall_ms
 from tickstream.metrics import FEED_RECONNECTS, FEED_STALE
+from tickstream.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class WebSocketSourceConfig:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("ws://", "wss://")):
-            raise ValueError(f"url {self.url!r} must start with ws:// or wss://")
+            raise ValueError(f"url {redact_url(self.url)!r} must start with ws:// or wss://")
         if self.stale_after_s <= 0:
             raise ValueError(f"stale_after_s must be > 0, got {self.stale_after_s}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s or self.backoff_factor < 1:
@@ -225,7 +226,8 @@ async def websocket_source(
                 connections += 1
                 if connections > 1:
                     reconnects.inc()
-                log.info("%s: connected to %s (#%d)", config.source, config.url, connections)
+                shown = redact_url(config.url)
+                log.info("%s: connected to %s (#%d)", config.source, shown, connections)
                 frames_before = frame_no
                 try:
                     if subscribe is not None:

@@ -11,10 +11,12 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from tickstream.redact import MASK, redact_url
 from tickstream.settings import Settings
 
 T = TypeVar("T")
@@ -35,9 +37,13 @@ def connect(settings: Settings) -> Client:
                 "the chDB directory is open in another process (a running `tickstream run` "
                 "or `tickstream sink`?); stop it first or use a different directory"
             )
+        password = urlsplit(settings.clickhouse_url).password
+        if password:
+            message = message.replace(password, MASK)
         raise ClickHouseUnavailable(
-            f"--clickhouse-url / TICKSTREAM_CLICKHOUSE_URL {settings.clickhouse_url}: {message}"
-        ) from exc
+            "--clickhouse-url / TICKSTREAM_CLICKHOUSE_URL "
+            f"{redact_url(settings.clickhouse_url)}: {message}"
+        ) from None
     client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
     return client
 

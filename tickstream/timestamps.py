@@ -19,6 +19,9 @@ __all__ = ["TimestampError", "parse_ts_ms"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _BAD_TS = "ts {!r} is neither ISO-8601 nor epoch milliseconds"
+# epoch milliseconds have 13 digits until the year 2286; more is no time (and a digit
+# string past Python's int-parsing limit would raise an unexpected ValueError)
+_MAX_DIGITS = 18
 
 
 class TimestampError(ValueError):
@@ -27,6 +30,13 @@ class TimestampError(ValueError):
     The message names the value (``ts '...' is neither ISO-8601 nor epoch
     milliseconds``), ready to be shown as the reason an input was refused.
     """
+
+
+def _bad(value: Any) -> TimestampError:
+    """The error naming a value, shortened: a huge input never makes a huge message."""
+    if isinstance(value, str) and len(value) > 60:
+        return TimestampError(_BAD_TS.format(value[:40]) + f" ({len(value)} characters)")
+    return TimestampError(_BAD_TS.format(value))
 
 
 def parse_ts_ms(value: Any) -> int:
@@ -44,18 +54,22 @@ def parse_ts_ms(value: Any) -> int:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
+            if len(text) > _MAX_DIGITS:
+                raise _bad(value)
             return int(text)
+        if len(text) > 64:
+            raise _bad(value)
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise TimestampError(_BAD_TS.format(value)) from None
+            raise _bad(value) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return (moment - _EPOCH) // _ONE_MS
     if isinstance(value, bool):
-        raise TimestampError(_BAD_TS.format(value))
+        raise _bad(value)
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    raise TimestampError(_BAD_TS.format(value))
+    raise _bad(value)

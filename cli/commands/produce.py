@@ -193,6 +193,7 @@ def ws(
 ) -> None:
     """Consume a venue's websocket feed (reconnects with backoff; stale-feed alarm)."""
     from producers.websocket_source import WebSocketSourceConfig, websocket_source
+    from tickstream.redact import redact_url
 
     settings = pop_settings(values)
     try:
@@ -215,7 +216,7 @@ def ws(
             require_key=require_key,
             headers=parsed_headers,
             stale_after_s=stale_after_s,
-            source=f"ws:{url}",
+            source=f"ws:{redact_url(url)}",  # a metric label and a dead-letter column
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="URL") from exc

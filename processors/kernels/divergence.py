@@ -30,6 +30,10 @@ Rows are of kind ``divergence_window``. Decisions:
   same (pair, metric, opened_at_ms) identity: the sink keeps the newest version.
 - Flush processes every boundary up to the newest tick's boundary and does NOT close
   open windows: an open window stays open (and resumes if more data comes later).
+- Bounded state: while one side of a pair has never ticked, the other side's periods
+  are kept only ``silent_side_keep_ms`` back from its newest tick. A first tick of the
+  silent side stamped earlier than that starts the pair at the oldest period kept (the
+  price of a side at a boundary is still exact: the last kept period is never cut).
 
 Statistics: running sums over a deque of the lookback's samples, kept *exactly*: a
 float is a dyadic rational, so each value is added as an integer scaled by 2**1074;
@@ -40,6 +44,7 @@ correctly rounded. The oracle (two-pass floats) agrees to a relative 1e-9.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +70,9 @@ class DivergenceConfig:
     z_close: float = 1.0
     min_samples: int = 30
     return_horizon_ms: int = DAY_MS
+    # while one side of a pair has never ticked, the other side's periods are kept this far
+    # back from its newest tick (state stays bounded when a side never ticks at all)
+    silent_side_keep_ms: int = DAY_MS
 
     def __post_init__(self) -> None:
         if self.clock_ms <= 0:
@@ -75,6 +83,8 @@ class DivergenceConfig:
                 raise ValueError(f"{name} must be a positive multiple of clock_ms")
         if not 0 <= self.z_close <= self.z_open:
             raise ValueError("need 0 <= z_close <= z_open")
+        if self.silent_side_keep_ms < self.clock_ms:
+            raise ValueError("silent_side_keep_ms must be >= clock_ms")
         if self.min_samples < 2:
             raise ValueError("min_samples must be >= 2")
         for a, b in self.pairs:
@@ -306,11 +316,24 @@ class DivergenceKernel:
             rows.append(_row(pair.label, metric, window, None, None))
 
     def _trim(self) -> None:
-        """Cut periods every pair has read past (a pair not started yet holds them all)."""
+        """Cut periods every pair has read past, or that a silent partner can no longer use."""
+        keep_ms = self.config.silent_side_keep_ms
         for symbol, series in self._series.items():
-            read = min(
-                p.index[0 if p.a == symbol else 1] for p in self._pairs if symbol in (p.a, p.b)
-            )
+            read: int | None = None
+            for p in self._pairs:
+                if symbol not in (p.a, p.b):
+                    continue
+                side = 0 if p.a == symbol else 1
+                partner = self._series[p.b if side == 0 else p.a]
+                if p.next_ms is None and partner.cur_bound is None and series.bounds:
+                    # the partner never ticked: keep the periods within keep_ms of the newest
+                    # tick, and the one before them (the price at the first kept boundary)
+                    oldest = bisect_right(series.bounds, series.last_ts - keep_ms) - 1
+                    p.index[side] = max(p.index[side], series.base + max(oldest, 0))
+                index = p.index[side]
+                read = index if read is None else min(read, index)
+            if read is None:
+                continue
             cut = read - series.base
             if cut and (cut >= 1024 or 2 * cut >= len(series.bounds)):
                 del series.bounds[:cut]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -99,3 +100,20 @@ def test_config_is_validated():
         DivergenceConfig(lookback_ms=90_000)  # not a multiple of the clock
     with pytest.raises(ValueError):
         DivergenceConfig(z_open=1.0, z_close=2.0)
+
+
+def test_state_stays_bounded_when_one_side_never_ticks() -> None:
+    """90 simulated days of gold alone, a tick a minute: the snapshot does not grow."""
+    kernel = DivergenceKernel(DivergenceConfig())
+    sizes = []
+    t0 = 1_769_385_600_000
+    for day in range(90):
+        ticks = [Tick("XAU", t0 + (day * 1440 + m) * 60_000, 5000.0 + m % 7) for m in range(1440)]
+        kernel.update(ticks, {"XAU": ticks[-1].ts_ms})
+        sizes.append(len(orjson.dumps(kernel.snapshot())))
+    assert max(sizes[30:]) <= 1.05 * sizes[10] and sizes[-1] < 200_000, sizes[::10]
+    # and silver's first tick still starts the pair from gold's price at that boundary
+    late = t0 + 90 * 86_400_000
+    kernel.update([Tick("XAG", late, 100.0)], {"XAU": late - 60_000, "XAG": late})
+    kernel.update([Tick("XAU", late + 120_000, 5000.0), Tick("XAG", late + 120_000, 100.0)], {})
+    assert kernel.snapshot()["pairs"][0]["next_ms"] is not None

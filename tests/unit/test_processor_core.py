@@ -89,3 +89,41 @@ def test_undecodable_message_is_counted_and_skipped() -> None:
         ("partition 0 offset 1", "undecodable"),
         ("partition 0 offset 2", "bad_shape"),
     ]
+
+
+def test_ticks_of_the_wrong_types_are_dead_lettered_and_never_reach_the_state() -> None:
+    """Other producers may write the ticks topic: a null price or a text time must neither
+    crash a batch nor sit in the ordering stage's state (where it crashed every restart)."""
+    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    hostile = [
+        b'[["XAU", 1769385600000, null]]',
+        b'[["XAU", "1769385600000", 5000.0]]',
+        b'[["XAU", 1769385600000, 5000.0, null, null, null, null, 18446744073709551616]]',
+        b'[["X\\u0007AU", 1769385600000, 5000.0]]',
+        b'{"symbol": "XAU", "ts_ms": 1769385600000, "price": "5000"}',
+    ]
+    good = messages(0, 1)[0].value
+    batch = [Incoming(0, i, v) for i, v in enumerate([good, *hostile])]
+    out = core.step(batch)
+    assert out.ticks == 50
+    letters = [orjson.loads(m.value) for m in out.messages if m.topic == TOPICS.dlq]
+    assert [d["position"] for d in letters] == [f"partition 0 offset {i}" for i in range(1, 6)]
+    assert {d["reason"] for d in letters} == {"bad_value"}
+    # the state holds only good ticks: it survives a snapshot, a restore and more batches
+    again = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    again.restore(core.snapshot())
+    again.step([Incoming(0, 6, messages(0, 2)[1].value), eof("r", 0, 1, 7)])
+
+
+def test_a_single_json_tick_per_message_is_processed() -> None:
+    """The usual shape of other producers: one JSON object per message."""
+    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    values = [
+        orjson.dumps({"symbol": "XAG", "ts": T0 + i * 20_000, "price": 100.0 + i})
+        for i in range(7)
+    ]
+    sent = core.step([Incoming(0, i, v) for i, v in enumerate(values)]).messages
+    sent += core.step([eof("r", 0, 1, 7)]).messages
+    docs = [orjson.loads(m.value) for m in sent if m.topic == TOPICS.aggregates]
+    bars = [(d["ts_ms"], d["ticks"]) for d in docs if d.get("kind") == "bar_1m"]
+    assert bars == [(T0, 3), (T0 + 60_000, 3), (T0 + 120_000, 1)]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import orjson
 
+RAW_MAX_CHARS = 4_096  # the excerpt of an input a dead letter keeps
+
 DEAD_LETTER_COLUMNS: dict[str, str] = {
     "recv_ms": "received_at",
     "source": "source",
@@ -32,6 +34,19 @@ class DeadLetter:
     detail: str
     recv_ms: int
     symbol: str | None = None
+
+    def __post_init__(self) -> None:
+        """Bound every text field, so no input can make a record the broker refuses."""
+        size = len(self.raw)
+        if size > RAW_MAX_CHARS:
+            object.__setattr__(self, "raw", self.raw[:RAW_MAX_CHARS] + "…")
+            object.__setattr__(self, "detail", f"{self.detail} (input of {size} characters)")
+        for name, limit in (("detail", 2_000), ("position", 200), ("source", 200)):
+            value = getattr(self, name)
+            if len(value) > limit:
+                object.__setattr__(self, name, value[:limit] + "…")
+        if self.symbol is not None and len(self.symbol) > 64:
+            object.__setattr__(self, "symbol", self.symbol[:64] + "…")
 
     def encode(self) -> bytes:
         return orjson.dumps(self)

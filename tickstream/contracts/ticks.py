@@ -56,7 +56,6 @@ SYMBOL_MAX_LEN = 32
 VENUE_MAX_LEN = 64
 SYMBOL_RULE = f"1-{SYMBOL_MAX_LEN} of A-Z a-z 0-9 . _ : - (starting with a letter or digit)"
 _SYMBOL_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:\-]{{0,{SYMBOL_MAX_LEN - 1}}}")
-_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
 _UNPRINTABLE_RE = re.compile(r"[^\x20-\x7e]")
 # Event times DateTime64(3) can hold (1970 .. 2299), epoch milliseconds.
 TS_MS_MAX = 10_413_791_999_999
@@ -71,6 +70,11 @@ def valid_symbol(symbol: object) -> bool:
     ``/`` and ``+`` are left out: they join the members of a pair and of a sync group.
     """
     return isinstance(symbol, str) and _SYMBOL_RE.fullmatch(symbol) is not None
+
+
+def valid_venue(venue: object) -> bool:
+    """A venue is short printable text (any script; no control characters)."""
+    return isinstance(venue, str) and len(venue) <= VENUE_MAX_LEN and venue.isprintable()
 
 
 def tick_identity(tick: Tick) -> tuple[object, ...]:
@@ -289,9 +293,7 @@ def _problem(
         return "ask must be a positive number or null"
     if size is not None and not (_number(size) and 0 <= size <= PRICE_MAX):
         return "size must be a number >= 0 or null"
-    if venue is not None and not (
-        isinstance(venue, str) and len(venue) <= VENUE_MAX_LEN and _PRINTABLE_RE.fullmatch(venue)
-    ):
+    if venue is not None and not valid_venue(venue):
         return f"venue must be printable text of at most {VENUE_MAX_LEN} characters, or null"
     if seq is not None and not (type(seq) is int and INT64_MIN <= seq <= INT64_MAX):
         return "seq must be a 64-bit integer or null"
