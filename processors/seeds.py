@@ -76,16 +76,32 @@ def seeds_from_clickhouse(
 
     A replay is seeded with the history *before* its first tick: replaying the
     same file again then reproduces exactly the rows of the first replay instead
-    of judging old ticks against records they set themselves.
+    of judging old ticks against records they set themselves. Extremes come from the
+    daily record states (schema migration 5), which outlive raw ticks, so an expired
+    all-time high is never called a new one.
     """
     before = (
         "" if before_ts_ms is None else f"AND ts < fromUnixTimestamp64Milli({int(before_ts_ms)})"
     )
+    # whole days before the "as of" day from the daily record states (never expired),
+    # that day's ticks up to "as of" from ticks (a replay's own day: not expired yet)
+    if before_ts_ms is None:
+        days, today = "", "AND 0"
+    else:
+        start = f"toDate(fromUnixTimestamp64Milli({int(before_ts_ms)}))"
+        days, today = f"AND day < {start}", f"AND ts >= {start} {before}"
     extremes = client.query(
-        f"""SELECT symbol, max(price), toUnixTimestamp64Milli(argMin(ts, (-price, ts))),
-                   min(price), toUnixTimestamp64Milli(argMin(ts, (price, ts)))
-            FROM {db}.ticks FINAL
-            WHERE 1 {before}
+        f"""SELECT symbol, max(hi), toUnixTimestamp64Milli(argMin(hi_ts, (-hi, hi_ts))),
+                   min(lo), toUnixTimestamp64Milli(argMin(lo_ts, (lo, lo_ts)))
+            FROM (
+                SELECT symbol, max(high) AS hi, argMinMerge(high_ts) AS hi_ts,
+                       min(low) AS lo, argMinMerge(low_ts) AS lo_ts
+                FROM {db}.records_1d_state WHERE 1 {days} GROUP BY symbol, day
+                UNION ALL
+                SELECT symbol, max(price), argMin(ts, (-price, ts)),
+                       min(price), argMin(ts, (price, ts))
+                FROM {db}.ticks FINAL WHERE 1 {today} GROUP BY symbol
+            )
             GROUP BY symbol""",
     ).result_rows
     crossings = client.query(

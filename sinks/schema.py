@@ -21,6 +21,11 @@ It also adds ``ticks_ingest``, a Null table the sink writes tick batches into as
 JSON (ClickHouse parses them, Python does not); its view converts and fills ``ticks``.
 The aggregates outlive raw ticks: ``ticks_ttl_days`` (see ``apply_ticks_ttl``)
 may expire old ticks while their bars stay.
+
+Migration 4 adds the real-time desk path's tables: ``rolling_breaks`` (a tick making
+a new high or low of a trailing window) and ``signal_ledger`` (every provisional,
+confirmed or retracted event of a desk signal, with the receipt time of the tick
+behind it and the processor's emission time, so desk latency is plain SQL).
 """
 
 from __future__ import annotations
@@ -136,7 +141,71 @@ def migrations(db: str) -> tuple[Migration, ...]:
                     ADD COLUMN IF NOT EXISTS z_peak Nullable(Float64) AFTER z_open_value""",
             ),
         ),
+        Migration(
+            4,
+            "rolling breaks and the desk signal ledger",
+            (
+                f"""CREATE TABLE IF NOT EXISTS {db}.rolling_breaks (
+                    symbol LowCardinality(String),
+                    window LowCardinality(String),
+                    record LowCardinality(String),
+                    ts {TS} CODEC(Delta, ZSTD(1)),
+                    price Float64 CODEC(Gorilla, ZSTD(1)),
+                    prev Float64 CODEC(Gorilla, ZSTD(1)),
+                    prev_ts {TS} CODEC(Delta, ZSTD(1)))
+                ENGINE = ReplacingMergeTree
+                PARTITION BY toYYYYMM(ts) ORDER BY (symbol, window, record, ts, price) {dedup}""",
+                # one row per (signal, status); the id is derived from the signal's identity,
+                # event time included, so the copies of an event share a partition. The
+                # symbol leads the key for locality (it is part of the id too).
+                f"""CREATE TABLE IF NOT EXISTS {db}.signal_ledger (
+                    id String,
+                    status LowCardinality(String),
+                    signal LowCardinality(String),
+                    symbol LowCardinality(String),
+                    ts {TS} CODEC(Delta, ZSTD(1)),
+                    price Float64 CODEC(Gorilla, ZSTD(1)),
+                    recv_ts Nullable({TS}) CODEC(Delta, ZSTD(1)),
+                    emitted_at {TS} CODEC(Delta, ZSTD(1)),
+                    announced UInt8,
+                    reason LowCardinality(String),
+                    row String CODEC(ZSTD(3)))
+                ENGINE = ReplacingMergeTree
+                PARTITION BY toYYYYMM(ts) ORDER BY (symbol, id, status) {dedup}""",
+            ),
+        ),
+        Migration(5, "per-day record states that outlive raw ticks", _record_states(db)),
     )
+
+
+def _record_states(db: str) -> tuple[str, ...]:
+    """Migration 5: each symbol's daily high and low with the tick that set them.
+
+    Record seeds used to be read from ``ticks``, which ``ticks_ttl_days`` may expire:
+    an expired all-time high would come back as a false new one. These states are
+    aggregates (never expired), exact to the tick (the earliest tick at the extreme),
+    idempotent (a tick inserted twice changes nothing), and daily, so seeds "as of" a
+    replay's first tick are the days before it plus that day's ticks up to it.
+    """
+    return (
+        f"""CREATE TABLE IF NOT EXISTS {db}.records_1d_state (
+            symbol LowCardinality(String),
+            day Date,
+            high SimpleAggregateFunction(max, Float64),
+            high_ts AggregateFunction(argMin, {TS}, Tuple(Float64, {TS})),
+            low SimpleAggregateFunction(min, Float64),
+            low_ts AggregateFunction(argMin, {TS}, Tuple(Float64, {TS})))
+        ENGINE = AggregatingMergeTree ORDER BY (symbol, day)""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.records_1d_mv
+        TO {db}.records_1d_state AS {_RECORDS_FROM_TICKS.format(db=db)}""",
+        f"INSERT INTO {db}.records_1d_state {_RECORDS_FROM_TICKS.format(db=db)}",
+    )
+
+
+_RECORDS_FROM_TICKS = """SELECT t.symbol AS symbol, toDate(t.ts) AS day,
+        max(t.price) AS high, argMinState(t.ts, (-t.price, t.ts)) AS high_ts,
+        min(t.price) AS low, argMinState(t.ts, (t.price, t.ts)) AS low_ts
+    FROM {db}.ticks AS t GROUP BY symbol, day"""
 
 
 _NULLABLE_TICK_FIELDS = ("bid", "ask", "size", "venue", "seq", "recv_ms")

@@ -147,6 +147,13 @@ GATEWAY_UNDECODABLE = Counter(
     "Kafka messages the gateway could not decode, by topic role.",
     ["topic"],
 )
+SIGNAL_LATENCY = Histogram(
+    "tickstream_signal_latency_seconds",
+    "Wall-clock time from the producer's receipt of a signal's causing tick (recv_ms) to "
+    "the gateway's fan-out of the signal event, by status and signal kind.",
+    ["status", "signal"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 DIVERGENCE_OPEN = Gauge(
     "tickstream_divergence_window_open",

@@ -5,19 +5,41 @@ each gateway instance sees everything and keeps no offsets), feeds ``BoardState`
 ``SignalLog`` and hands each message to the sessions. The signals topic is read whole
 (replays come from it); ticks and aggregates only their last ``backfill`` messages per
 partition, enough for the snapshot state.
+
+Record and rolling breaks arrive twice on the signals topic: as ``signal_event`` rows
+(provisional at the tick, then confirmed or retracted) and as plain exact rows (for the
+analyst tables). Desks get one of the two, by this rule: once a signal event of a kind
+has been seen, the plain rows of that kind only update the board state (ATH, level grids);
+until then (a processor that sends no events, or topic history from before it did) the
+plain rows are served as their signals' confirmations, with the same id an event would
+carry, so the switch from one to the other duplicates nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from sinks.gateway.config import GatewayConfig
-from sinks.gateway.protocol import ROW_KIND_TO_SUB, SIGNAL_KINDS, Delta, row_frame, row_key
+from sinks.gateway.protocol import (
+    CONFIRMED,
+    EVENT_ROW_KIND,
+    EVENTED_KINDS,
+    ROW_KIND_TO_SUB,
+    SIGNAL_KINDS,
+    Delta,
+    confirmed_frame,
+    event_ts,
+    row_frame,
+    row_key,
+    signal_step,
+)
 from sinks.gateway.session import Sessions
 from sinks.gateway.state import BoardState, SignalLog
 from tickstream import metrics
@@ -57,6 +79,10 @@ class Feed:
         }
         self._consumer: AIOKafkaConsumer | None = None
         self._initial_end: dict[TopicPartition, int] = {}
+        # subscription kinds of which a signal event has been seen: their plain rows are
+        # board state only from then on
+        self.evented: set[str] = set()
+        self._latency: dict[tuple[str, str], Any] = {}  # (status, signal) -> histogram child
 
     async def start(self) -> None:
         await ensure_topics(self.config.settings())
@@ -153,6 +179,9 @@ class Feed:
                 if not isinstance(row, dict):
                     self._undecodable(role)
                 continue
+            if row.get("kind") == EVENT_ROW_KIND:
+                self._ingest_event(role, row, created_ms)
+                continue
             kind = ROW_KIND_TO_SUB.get(row.get("kind"))  # type: ignore[arg-type]
             if kind is None or kind == "ticks":
                 self._undecodable(role)
@@ -160,7 +189,22 @@ class Feed:
             try:
                 key = row_key(kind, row)
                 self.state.apply_row(kind, row)  # raises on a malformed row: nothing logged
-                if kind in SIGNAL_KINDS:
+                if kind in self.evented:
+                    self.counts["rows_in"] += 1  # its signal events are what desks get
+                    continue
+                if kind in EVENTED_KINDS:
+                    sid, frame = confirmed_frame(kind, row)
+                    delta = self.log.add_step(
+                        sid,
+                        CONFIRMED,
+                        event_ts(kind, row),
+                        lambda seq, k=kind, f=frame, key=key: Delta(
+                            k, key, created_ms, doc=f, seq=seq, status=CONFIRMED
+                        ),
+                    )
+                    if delta is not None:
+                        self.state.apply_signal(sid, delta)
+                elif kind in SIGNAL_KINDS:
                     delta = self.log.add(
                         kind,
                         row,
@@ -168,17 +212,52 @@ class Feed:
                             k, key, created_ms, doc=row_frame(k, r), seq=seq
                         ),
                     )
-                    if delta is None:
-                        self.counts["duplicate_signals"] += 1
-                        continue
-                    self.counts["signals_in"] += 1
                 else:
                     delta = Delta(kind, key, created_ms, doc=row_frame(kind, row))
                     self.counts["rows_in"] += 1
+                    self.sessions.fanout(delta)
+                    continue
             except (KeyError, TypeError, ValueError):
                 self._undecodable(role)
                 continue
+            if delta is None:
+                self.counts["duplicate_signals"] += 1
+                continue
+            self.counts["signals_in"] += 1
             self.sessions.fanout(delta)
+
+    def _ingest_event(self, role: str, row: dict[str, Any], created_ms: int | None) -> None:
+        """One step of a signal's life: logged per (id, status), fanned out, timed."""
+        try:
+            step = signal_step(row)
+            if step.status == CONFIRMED:  # exact: the board state may take it as its row
+                self.state.apply_row(step.sub_kind, step.row)
+        except (KeyError, TypeError, ValueError):
+            self._undecodable(role)
+            return
+        self.evented.add(step.sub_kind)
+        delta = self.log.add_step(
+            step.id,
+            step.status,
+            step.ts_ms,
+            lambda seq: Delta(
+                step.sub_kind, step.key, created_ms, doc=step.frame, seq=seq, status=step.status
+            ),
+        )
+        if delta is None:
+            self.counts["duplicate_signals"] += 1
+            return
+        self.counts["signals_in"] += 1
+        self.counts["signal_events_in"] += 1
+        self.state.apply_signal(step.id, delta)
+        self.sessions.fanout(delta)
+        # the desk latency of live signals only: history read at start-up is hours old
+        if step.recv_ms is not None and self.ready.is_set():
+            labels = (step.status, step.signal)
+            hist = self._latency.get(labels)
+            if hist is None:
+                hist = self._latency[labels] = metrics.SIGNAL_LATENCY.labels(*labels)
+            hist.observe(max(0.0, time.time() - step.recv_ms / 1000))
 
     def _ingest_ticks(self, value: bytes, created_ms: int | None) -> None:
         """Ticks as the contract decodes them (a batch or one JSON tick); bad ones counted."""

@@ -7,13 +7,18 @@ protocol as a client sees it.
 Client -> server (JSON text frames)::
 
     {"op": "subscribe", "symbols": ["XAU", "XAG"] | "*", "kinds": [...] | "*", "since_ms": 0,
-     "history": false}
+     "history": false, "confirmed_only": false}
     {"op": "unsubscribe", "symbols": [...] | "*", "kinds": [...] | "*"}
     {"op": "snapshot", "history": false}
     {"op": "heartbeat"}
 
 Server -> client: ``snapshot``, ``tick``, ``bar``, ``rolling_high``, ``record_break``,
-``divergence_window``, ``replayed``, ``unsubscribed``, ``heartbeat`` and ``error`` frames.
+``rolling_break``, ``divergence_window``, ``replayed``, ``unsubscribed``, ``heartbeat`` and
+``error`` frames.
+
+Record and rolling breaks reach desks as *signal events* (``signal_event`` rows): a
+``provisional`` frame when the causing tick arrives, then the same ``id`` ``confirmed`` or
+``retracted``. ``signal_step`` turns such a row into a frame of the signal's own type.
 """
 
 from __future__ import annotations
@@ -25,18 +30,36 @@ from typing import Any
 
 import orjson
 
-from tickstream.contracts import ROW_SPECS, TICK_FIELDS
-from tickstream.contracts.rows import SPECS_BY_FEED, key_members
+from tickstream.contracts import ROW_SPECS, TICK_FIELDS, row_from_doc, signal_id
+from tickstream.contracts.rows import SPECS_BY_FEED, STATUSES, key_members, spec_for_kind
 from tickstream.settings import check_token, parse_token_file, parse_token_list
+
+# A signal_event row is no kind of its own on the desk feed: it is one step (provisional,
+# confirmed, retracted) in the life of another signal, and is served under that signal's
+# subscription as a frame of that signal's type. Its spec is therefore set apart before
+# anything is derived, so that "signal_events" never becomes a subscription kind.
+EVENT_ROW_KIND = "signal_event"
+_FEED_SPECS = tuple(spec for spec in ROW_SPECS if spec.kind != EVENT_ROW_KIND)
 
 # Every name below is derived from the row contracts (tickstream.contracts.rows): a new row
 # kind is served with no change here.
 # subscription kinds, in the order the protocol lists them
-KINDS = ("ticks", *(spec.feed for spec in ROW_SPECS))
-SIGNAL_KINDS = frozenset(spec.feed for spec in ROW_SPECS if spec.is_signal)
+KINDS = ("ticks", *(spec.feed for spec in _FEED_SPECS))
+SIGNAL_KINDS = frozenset(spec.feed for spec in _FEED_SPECS if spec.is_signal)
 # row "kind" on the topics -> subscription kind, and -> frame "type"
-ROW_KIND_TO_SUB = {"tick": "ticks", **{spec.kind: spec.feed for spec in ROW_SPECS}}
-SUB_TO_TYPE = {"ticks": "tick", **{spec.feed: spec.frame for spec in ROW_SPECS}}
+ROW_KIND_TO_SUB = {"tick": "ticks", **{spec.kind: spec.feed for spec in _FEED_SPECS}}
+SUB_TO_TYPE = {"ticks": "tick", **{spec.feed: spec.frame for spec in _FEED_SPECS}}
+# The signals the processor sends signal events about (SignalEvent.signal): the ones with an
+# id (contracts.signal_id needs a price). Their plain rows, served before any event of their
+# kind is seen, carry an id too, so that either form of a signal is one log entry.
+EVENTED_KINDS = frozenset(
+    spec.feed for spec in _FEED_SPECS if spec.is_signal and "price" in spec.fields
+)
+CONFIRMED = "confirmed"
+PROVISIONAL = "provisional"
+FINAL_STATUSES = frozenset(STATUSES) - {PROVISIONAL}
+# what an event adds to its signal's fields in a frame
+EVENT_FIELDS = ("id", "status", "announced", "reason", "recv_ms", "emitted_ms")
 __all__ = ["TICK_FIELDS"]  # re-exported for the board state
 
 MAX_SYMBOLS = 1_000
@@ -64,6 +87,8 @@ class Subscribe:
     kinds: frozenset[str]
     since_ms: int | None = None
     history: bool = False  # snapshot with recent price points per symbol (for charts)
+    # only confirmed signal events (no provisional, no retracted); None = keep the setting
+    confirmed_only: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +125,13 @@ def parse_message(raw: str | bytes) -> Command:
             raise ProtocolError("bad_request", "since_ms must be an integer >= 0 (epoch ms)")
         if "symbols" not in doc:
             raise ProtocolError("bad_request", "subscribe needs 'symbols': a list or \"*\"")
+        confirmed_only = _flag(doc, "confirmed_only") if "confirmed_only" in doc else None
         return Subscribe(
-            _symbols(doc["symbols"]), _kinds(doc.get("kinds", ALL)), since, _flag(doc, "history")
+            _symbols(doc["symbols"]),
+            _kinds(doc.get("kinds", ALL)),
+            since,
+            _flag(doc, "history"),
+            confirmed_only,
         )
     if op == "unsubscribe":
         return Unsubscribe(_symbols(doc.get("symbols", ALL)), _kinds(doc.get("kinds", ALL)))
@@ -351,6 +381,79 @@ def row_frame(sub_kind: str, row: Mapping[str, Any]) -> dict[str, Any]:
     return frame
 
 
+@dataclass(frozen=True, slots=True)
+class SignalStep:
+    """A ``signal_event`` row as the desk feed serves it: the frame, and what routes it."""
+
+    sub_kind: str  # the signal's subscription kind: record_breaks, rolling_breaks
+    key: str  # the signal's key (a symbol, or a sync group "XAU+XAG")
+    id: str
+    status: str  # provisional | confirmed | retracted
+    signal: str  # the signal row's kind: record_break | rolling_break
+    ts_ms: int  # the signal's event time: what a replay filters on
+    recv_ms: int | None  # the producer's receipt of the causing tick (latency metric)
+    row: dict[str, Any]  # the signal row (for the board state, once confirmed)
+    frame: dict[str, Any]
+
+
+def signal_step(doc: Mapping[str, Any]) -> SignalStep:
+    """Decode a ``signal_event`` row; KeyError, TypeError or ValueError when malformed.
+
+    The frame is the signal row's own (its type and fields, as a plain row of its kind
+    would be served) plus ``EVENT_FIELDS``, so a desk handles one frame type per signal
+    whatever its status. The embedded row must carry every field of its contract: a
+    provisional frame is not checked by anything else before it reaches a desk.
+    """
+    status = doc["status"]
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {str(status)[:20]!r}")
+    sid = doc["id"]
+    if not isinstance(sid, str) or not sid:
+        raise ValueError("a signal event needs an id")
+    spec = spec_for_kind(doc["signal"])
+    if spec.kind == EVENT_ROW_KIND or not spec.is_signal:
+        raise ValueError(f"{spec.kind} rows have no signal events")
+    row = orjson.loads(doc["row"])  # orjson.JSONDecodeError is a ValueError
+    if not isinstance(row, dict) or row.get("kind", spec.kind) != spec.kind:
+        raise ValueError("the event's row is not a row of its signal")
+    missing = [f for f in spec.fields if f not in row and f not in spec.defaults]
+    if missing:
+        raise KeyError(f"the event's row lacks {missing}")
+    row["kind"] = spec.kind
+    key = spec.key_of(row)
+    if not key:
+        raise ValueError("the event's row has no key")
+    recv_ms = doc.get("recv_ms")
+    if recv_ms is not None and type(recv_ms) is not int:
+        raise TypeError("recv_ms must be an integer (epoch ms) or null")
+    frame = row_frame(spec.feed, row)
+    frame.update(
+        id=sid,
+        status=status,
+        announced=int(doc.get("announced") or 0),
+        reason=str(doc.get("reason") or ""),
+        recv_ms=recv_ms,
+        emitted_ms=doc.get("emitted_ms"),
+    )
+    return SignalStep(
+        spec.feed, key, sid, status, spec.kind, int(doc["ts_ms"]), recv_ms, row, frame
+    )
+
+
+def confirmed_frame(sub_kind: str, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A plain (exact) signal row served as its signal's confirmation: (id, frame).
+
+    For a kind of which no signal event has been seen (a processor that does not send them,
+    or topic history from before it did): the frame has the fields an event's would have,
+    ``id`` the one the processor gives the same signal, so that an event confirming it later
+    is the same (id, status) and reaches nobody twice.
+    """
+    sid = signal_id(row_from_doc(row))
+    frame = row_frame(sub_kind, row)
+    frame.update(id=sid, status=CONFIRMED, announced=0, reason="", recv_ms=None, emitted_ms=None)
+    return sid, frame
+
+
 def tick_frame(row: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "tick"}
     frame.update(zip(TICK_FIELDS, row, strict=False))
@@ -360,7 +463,7 @@ def tick_frame(row: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
 class Delta:
     """One outgoing message, encoded at most once however many clients get it."""
 
-    __slots__ = ("kind", "key", "created_ms", "seq", "_doc", "_row", "_data")
+    __slots__ = ("kind", "key", "created_ms", "seq", "status", "_doc", "_row", "_data")
 
     def __init__(
         self,
@@ -370,11 +473,15 @@ class Delta:
         doc: dict[str, Any] | None = None,
         row: list[Any] | None = None,
         seq: int = 0,
+        status: str | None = None,
     ) -> None:
         self.kind = kind  # subscription kind
         self.key = key  # symbol or pair
         self.created_ms = created_ms
         self.seq = seq  # signals: position in the gateway's signal log (1, 2, ...)
+        # a signal with a life (provisional, confirmed, retracted), else None: what
+        # confirmed_only clients are filtered on
+        self.status = status
         self._doc = doc
         self._row = row
         self._data: bytes | None = None
@@ -385,14 +492,23 @@ class Delta:
             self._doc = tick_frame(self._row or [])
         return self._doc
 
+    def frame(self) -> dict[str, Any]:
+        """The frame as sent: the doc plus its creation stamp and log position."""
+        doc = self.doc
+        if self.created_ms is not None:
+            doc = {**doc, "created_ms": self.created_ms}
+        if self.seq:
+            doc = {**doc, "signal_seq": self.seq}
+        return doc
+
+    @property
+    def unconfirmed(self) -> bool:
+        """A provisional or retracted signal: not for a confirmed_only client."""
+        return self.status is not None and self.status != CONFIRMED
+
     def data(self) -> bytes:
         if self._data is None:
-            doc = self.doc
-            if self.created_ms is not None:
-                doc = {**doc, "created_ms": self.created_ms}
-            if self.seq:
-                doc = {**doc, "signal_seq": self.seq}
-            self._data = orjson.dumps(doc)
+            self._data = orjson.dumps(self.frame())
         return self._data
 
 

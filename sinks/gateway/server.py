@@ -41,6 +41,7 @@ class Gateway:
             "ticks_in": 0,
             "rows_in": 0,
             "signals_in": 0,
+            "signal_events_in": 0,
             "duplicate_signals": 0,
             "undecodable": 0,
             "slow_disconnects": 0,

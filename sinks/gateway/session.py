@@ -9,6 +9,9 @@ Ticks are conflated: the feed offers them to ``Sessions.ticks`` (latest per symb
 every ``conflation_ms`` the timer hands them to each session. A session whose writer has
 not caught up keeps conflating in its own pending map instead of queueing more. Record
 breaks and divergence windows are never conflated nor dropped.
+
+A session that subscribed with ``confirmed_only`` is passed over for every provisional or
+retracted signal event, live, in replays and in snapshots: it sees a signal once, exact.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class Session:
         "writer",
         "ticks_on",
         "in_snapshot",
+        "confirmed_only",
     )
 
     def __init__(self, hub: Sessions, ws: ServerConnection, access: Access) -> None:
@@ -92,6 +96,7 @@ class Session:
         self.ticks_on = False
         # ticks not yet flushed when the client's snapshot was taken: already in it
         self.in_snapshot: dict[str, Delta] = {}
+        self.confirmed_only = False  # only confirmed signal events (subscribe's flag)
 
     def wants(self, kind: str, key: str) -> bool:
         return self.sub.wants(kind, key) and self.access.allows(key)
@@ -163,8 +168,11 @@ class Sessions:
 
     def fanout(self, delta: Delta) -> None:
         kind, key = delta.kind, delta.key
+        unconfirmed = delta.unconfirmed
         for client in self.active:
-            if not client.closed and client.wants(kind, key):
+            if client.closed or (unconfirmed and client.confirmed_only):
+                continue
+            if client.wants(kind, key):
                 client.push(delta)
 
     # ------------------------------------------------------------------ timers
@@ -289,6 +297,8 @@ class Sessions:
             if isinstance(cmd, Subscribe):
                 client.access.check(cmd.symbols)
                 client.sub.subscribe(cmd.symbols, cmd.kinds)
+                if cmd.confirmed_only is not None:
+                    client.confirmed_only = cmd.confirmed_only
                 client.ticks_on = "ticks" in client.sub.kinds()
                 self._send_snapshot(client, cmd.history)
                 if cmd.since_ms is not None:
@@ -311,8 +321,9 @@ class Sessions:
 
     def _send_snapshot(self, client: Session, history: bool = False) -> None:
         client.in_snapshot = self.ticks.pending()
-        snap = self.state.snapshot(client.wants, _now_ms(), history)
+        snap = self.state.snapshot(client.wants, _now_ms(), history, client.confirmed_only)
         snap["subscription"] = client.sub.describe()
+        snap["confirmed_only"] = client.confirmed_only
         client.respond(orjson.dumps(snap), "snapshot")
 
     def _replay(self, client: Session, since_ms: int) -> None:
@@ -320,8 +331,11 @@ class Sessions:
         count = 0
         sent = client.sent_signals
         sent.trim(self.log.oldest_seq)
+        confirmed_only = client.confirmed_only
         for delta in self.log.since(since_ms):
             if delta.seq in sent or not client.wants(delta.kind, delta.key):
+                continue
+            if confirmed_only and delta.unconfirmed:
                 continue
             sent.add(delta.seq)
             client.respond(delta.data(), SUB_TO_TYPE[delta.kind])

@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sinks.gateway.protocol import (
+    EVENT_ROW_KIND,
+    FINAL_STATUSES,
+    PROVISIONAL,
     TICK_FIELDS,
     Delta,
     event_ts,
@@ -26,13 +29,16 @@ Wants = Callable[[str, str], bool]  # (subscription kind, key) -> delivered?
 
 
 class BoardState:
-    """Last price per symbol, last bar, current rolling highs, ATH and open windows."""
+    """Last price per symbol, last bar, current rolling highs, ATH and open windows, and the
+    current status of each key's recent signals (what a desk that was away missed: a
+    confirmation of an older signal is not in a replay ``since`` a later one)."""
 
     def __init__(
         self,
         level_steps: Mapping[str, Sequence[float]] | None = None,
         history_points: int = 600,
         history_spacing_ms: int = 1_000,
+        recent_signals: int = 50,
     ) -> None:
         self.last: dict[str, list[Any]] = {}  # symbol -> tick row (newest event time)
         # symbol -> recent [ts_ms, price] points, at most one per spacing (the latest in it)
@@ -46,6 +52,9 @@ class BoardState:
         self.steps: dict[str, set[float]] = {
             s: set(v) for s, v in (level_steps or DEFAULT_LEVEL_STEPS).items()
         }
+        # key -> signal id -> delta of its latest status, least recently changed first
+        self.signals: dict[str, dict[str, Delta]] = {}
+        self.recent_signals = recent_signals
 
     # ---- updates
 
@@ -99,13 +108,27 @@ class BoardState:
             else:
                 self.open_windows.pop(ident, None)
 
+    def apply_signal(self, signal_id: str, delta: Delta) -> None:
+        """A signal's new status (a delta the log accepted): the latest per id, bounded per key."""
+        recent = self.signals.get(delta.key)
+        if recent is None:
+            recent = self.signals[delta.key] = {}
+        recent.pop(signal_id, None)  # re-inserted: the bound drops the least recently changed
+        recent[signal_id] = delta
+        if len(recent) > self.recent_signals:
+            del recent[next(iter(recent))]
+
     # ---- snapshot
 
-    def snapshot(self, wants: Wants, now_ms: int, history: bool = False) -> dict[str, Any]:
+    def snapshot(
+        self, wants: Wants, now_ms: int, history: bool = False, confirmed_only: bool = False
+    ) -> dict[str, Any]:
         """The current state a client subscribed to (``wants`` combines subscription and access).
 
         ``ath`` and ``levels`` come with ticks or record_breaks subscriptions; ``history``
-        (recent [ts_ms, price] points of the ticks subscribed) only when asked for.
+        (recent [ts_ms, price] points of the ticks subscribed) only when asked for;
+        ``signals``: the latest frame of each recent signal id, in log order (only the
+        confirmed ones for a ``confirmed_only`` client).
         """
         out: dict[str, Any] = {"type": "snapshot", "as_of_ms": now_ms}
         out["ticks"] = {
@@ -136,6 +159,14 @@ class BoardState:
             for _, r in sorted(self.open_windows.items(), key=lambda kv: repr(kv[0]))
             if wants("divergence_windows", r.get("pair", ""))
         ]
+        picked = [
+            d
+            for recent in self.signals.values()
+            for d in recent.values()
+            if wants(d.kind, d.key) and not (confirmed_only and d.unconfirmed)
+        ]
+        picked.sort(key=lambda d: d.seq)
+        out["signals"] = [d.frame() for d in picked]
         return out
 
 
@@ -151,6 +182,11 @@ class SignalLog:
     head in the same event-loop step, so there is neither gap nor duplicate. Each entry has
     a sequence number (1, 2, ...); a signal whose identity is already in the log (a
     processor restart re-sending it) is refused.
+
+    A signal with a life (a record or rolling break) is logged per step: one entry per
+    (id, status). A provisional step for an id the log already holds as confirmed or
+    retracted is refused too: a processor restart re-announcing a settled signal would
+    otherwise show a desk a confirmed signal turning provisional again.
     """
 
     def __init__(self, capacity: int = 200_000) -> None:
@@ -160,6 +196,7 @@ class SignalLog:
         self._entries: deque[tuple[int, Delta]] = deque()  # (event ts, delta)
         self._identities: set[tuple[Any, ...]] = set()
         self._ident_of: dict[int, tuple[Any, ...]] = {}
+        self._settled: dict[str, int] = {}  # id -> its final (confirmed, retracted) entries held
         self.head = 0  # sequence number of the newest entry
         self.evicted_before_ms: int | None = None  # newest event time evicted, if any
 
@@ -170,21 +207,48 @@ class SignalLog:
         self, kind: str, row: Mapping[str, Any], delta_factory: Callable[[int], Delta]
     ) -> Delta | None:
         """Append a signal; returns its delta (with its sequence number), None if a duplicate."""
-        ident = signal_identity(kind, row)
+        return self._append(signal_identity(kind, row), event_ts(kind, row), delta_factory)
+
+    def add_step(
+        self, signal_id: str, status: str, ts_ms: int, delta_factory: Callable[[int], Delta]
+    ) -> Delta | None:
+        """Append one step of a signal's life; None if a duplicate or a stale provisional."""
+        if status == PROVISIONAL and signal_id in self._settled:
+            return None
+        delta = self._append((EVENT_ROW_KIND, signal_id, status), ts_ms, delta_factory)
+        if delta is not None and status in FINAL_STATUSES:
+            self._settled[signal_id] = self._settled.get(signal_id, 0) + 1
+        return delta
+
+    def _append(
+        self, ident: tuple[Any, ...], ts: int, delta_factory: Callable[[int], Delta]
+    ) -> Delta | None:
         if ident in self._identities:
             return None
         self.head += 1
         delta = delta_factory(self.head)
-        ts = event_ts(kind, row)
         self._entries.append((ts, delta))
         self._identities.add(ident)
         self._ident_of[self.head] = ident
         while len(self._entries) > self.capacity:
             old_ts, old = self._entries.popleft()
-            self._identities.discard(self._ident_of.pop(old.seq))
+            self._forget(self._ident_of.pop(old.seq))
             if self.evicted_before_ms is None or old_ts > self.evicted_before_ms:
                 self.evicted_before_ms = old_ts
         return delta
+
+    def _forget(self, ident: tuple[Any, ...]) -> None:
+        self._identities.discard(ident)
+        if ident[0] == EVENT_ROW_KIND and ident[2] in FINAL_STATUSES:
+            left = self._settled[ident[1]] - 1
+            if left:
+                self._settled[ident[1]] = left
+            else:
+                del self._settled[ident[1]]
+
+    def settled(self, signal_id: str) -> bool:
+        """Whether the log holds a confirmation or retraction of ``signal_id``."""
+        return signal_id in self._settled
 
     @property
     def oldest_seq(self) -> int:

@@ -1,10 +1,13 @@
 """The live board in a real browser: Debian's chromium, driven by playwright.
 
-The gateway runs against the real broker; the test publishes ticks, a record break and a
-divergence window to the namespace's topics, opens the board with its token and checks
-that the record breaks (replayed and live), prices and the open window appear. A
-screenshot goes to test-artifacts/board.png. Install the browser with
-scripts/install-chromium.sh (Debian's package; nothing is downloaded at run time).
+The gateway runs against the real broker; the test publishes ticks, record breaks (as the
+processor does: signal events, provisional then confirmed or retracted, besides the plain
+exact rows) and a divergence window to the namespace's topics, opens the board with its
+token and checks that the record breaks (replayed and live), prices and the open window
+appear, that a provisional break is shown as such and turns confirmed, and that a
+retracted one is withdrawn with its reason. A screenshot goes to test-artifacts/board.png.
+Install the browser with scripts/install-chromium.sh (Debian's package; nothing is
+downloaded at run time).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from sinks.gateway.protocol import TokenTable
 from sinks.gateway.server import Gateway, GatewayConfig
+from tickstream.contracts import RecordBreak, RollingBreak, SignalEvent, signal_id
 from tickstream.kafka_io import ensure_topics
 from tickstream.settings import Settings
 from tickstream.topics import Topics
@@ -72,19 +76,35 @@ def _tick(symbol: str, i: int, price: float) -> list[Any]:
     return [symbol, ts, price, price - 0.2, price + 0.2, 1.0, "sim", i, ts]
 
 
-def _break(record: str, i: int, price: float, level: float, step: float) -> dict[str, Any]:
-    return {
-        "kind": "record_break",
-        "symbol": "XAU",
-        "record": record,
-        "ts_ms": T0 + i * 60_000,
-        "price": price,
-        "level": level,
-        "step": step,
-        "prev_ts_ms": T0 - 86_400_000,
-        "since_prev_s": 86_400.0 + i * 60,
-        "first_time": 1,
-    }
+def _break(record: str, i: int, price: float, level: float, step: float) -> RecordBreak:
+    return RecordBreak(
+        symbol="XAU",
+        record=record,
+        ts_ms=T0 + i * 60_000,
+        price=price,
+        level=level,
+        step=step,
+        prev_ts_ms=T0 - 86_400_000,
+        since_prev_s=86_400.0 + i * 60,
+        first_time=1,
+    )
+
+
+def _event(row: RecordBreak | RollingBreak, status: str, reason: str = "") -> bytes:
+    """The processor's signal_event row for ``row`` (its contract, its id)."""
+    return SignalEvent(
+        id=signal_id(row),
+        status=status,
+        signal=row.kind,
+        symbol=row.key,
+        ts_ms=row.ts_ms,
+        price=row.price,
+        recv_ms=row.ts_ms,
+        emitted_ms=row.ts_ms + 2,
+        announced=int(status == "confirmed"),
+        reason=reason,
+        row=row.encode().decode(),
+    ).encode()
 
 
 @pytest.fixture
@@ -124,30 +144,42 @@ async def test_board_shows_record_breaks(board: tuple[Gateway, AIOKafkaProducer]
     await producer.send(
         topics.ticks, orjson.dumps([_tick("XAG", i, p) for i, p in enumerate(xag)]), key=b"XAG"
     )
-    for row in (
-        _break("level_up", 20, xau[20], 5_000.0, 100.0),
-        {
-            "kind": "divergence_window",
-            "pair": "XAU/XAG",
-            "metric": "ratio",
-            "direction": -1,
-            "opened_at_ms": T0 + 30 * 60_000,
-            "closed_at_ms": None,
-            "open_value": 46.1,
-            "peak_value": 45.9,
-            "peak_at_ms": T0 + 35 * 60_000,
-            "close_value": None,
-        },
+    level_up = _break("level_up", 20, xau[20], 5_000.0, 100.0)
+    for value in (
+        _event(level_up, "provisional"),
+        level_up.encode(),  # the exact row (analyst tables): board state only
+        _event(level_up, "confirmed"),
+        orjson.dumps(
+            {
+                "kind": "divergence_window",
+                "pair": "XAU/XAG",
+                "metric": "ratio",
+                "direction": -1,
+                "opened_at_ms": T0 + 30 * 60_000,
+                "closed_at_ms": None,
+                "open_value": 46.1,
+                "peak_value": 45.9,
+                "peak_at_ms": T0 + 35 * 60_000,
+                "close_value": None,
+            }
+        ),
     ):
-        await producer.send(topics.signals, orjson.dumps(row), key=b"XAU")
+        await producer.send(topics.signals, value, key=b"XAU")
     await producer.flush()
 
+    async def publish(*values: bytes) -> None:
+        for value in values:
+            await producer.send(topics.signals, value, key=b"XAU")
+        await producer.flush()
+
     async with board_page(f"http://127.0.0.1:{gw.port}/?token=board-token") as (page, errors):
-        # the record break published before the page opened (replayed on subscribe)
+        # the record break published before the page opened (replayed on subscribe), once
         level = page.locator('#breaks li[data-record="level_up"]')
-        await level.wait_for(timeout=WAIT_MS)
+        await level.and_(page.locator('[data-status="confirmed"]')).wait_for(timeout=WAIT_MS)
+        assert await level.count() == 1
         text = await level.inner_text()
         assert "XAU" in text and "5,000" in text and "first time" in text
+        assert "provisional" not in text
 
         # prices, ATH distance, next round level, ratio and the open window
         card = page.locator('.card[data-symbol="XAU"]')
@@ -159,15 +191,46 @@ async def test_board_shows_record_breaks(board: tuple[Gateway, AIOKafkaProducer]
         ratio = await page.locator("#ratioval").inner_text()
         assert ratio.replace(".", "").isdigit()
 
-        # and a record break arriving live, while the page is open
-        await producer.send_and_wait(
-            topics.signals, orjson.dumps(_break("ath", 39, xau[39], 5_030.0, 0.0)), key=b"XAU"
-        )
-        ath = page.locator('#breaks li[data-record="ath"]')
-        await ath.wait_for(timeout=WAIT_MS)
-        assert "ATH" in await ath.inner_text()
-        assert await page.locator("#breaks li.break").count() == 2
+        # a record break arriving live: provisional first (hollow marker, badge) ...
+        ath = _break("ath", 39, xau[39], 5_030.0, 0.0)
+        await publish(_event(ath, "provisional"))
+        live = page.locator(f'#breaks li[data-id="{signal_id(ath)}"]')
+        await live.and_(page.locator('[data-status="provisional"]')).wait_for(timeout=WAIT_MS)
+        assert "provisional" in await live.inner_text()
+        assert await _mark_fill(live) == "rgba(0, 0, 0, 0)"  # hollow
+        # ... then confirmed: the same entry turns solid
+        await publish(ath.encode(), _event(ath, "confirmed"))
+        await live.and_(page.locator('[data-status="confirmed"]')).wait_for(timeout=WAIT_MS)
+        assert "provisional" not in await live.inner_text()
+        assert await _mark_fill(live) != "rgba(0, 0, 0, 0)"
+        assert await page.locator(f'li[data-id="{signal_id(ath)}"]').count() == 1
+
+        # a provisional break the exact computation does not confirm: struck through, with
+        # the reason as its tooltip
+        withdrawn = _break("ath", 40, 5_040.0, xau[39], 0.0)
+        reason = "a late tick changed the high"
+        await publish(_event(withdrawn, "provisional"))
+        gone = page.locator(f'#breaks li[data-id="{signal_id(withdrawn)}"]')
+        await gone.and_(page.locator('[data-status="provisional"]')).wait_for(timeout=WAIT_MS)
+        await publish(_event(withdrawn, "retracted", reason))
+        await gone.and_(page.locator(".retracted")).wait_for(timeout=WAIT_MS)
+        assert await gone.get_attribute("title") == f"retracted: {reason}"
+        decoration = await gone.evaluate("e => getComputedStyle(e).textDecorationLine")
+        assert "line-through" in decoration
+        assert await page.locator("#breaks li.break").count() == 3
+
+        # rolling breaks have a list of their own
+        roll = RollingBreak("XAU", "1h", "new_high", T0 + 39 * 60_000, xau[39], xau[38], 0)
+        await publish(_event(roll, "provisional"), _event(roll, "confirmed"))
+        rolled = page.locator('#rolling li[data-record="new_high"][data-status="confirmed"]')
+        await rolled.wait_for(timeout=WAIT_MS)
+        assert "1h high" in await rolled.inner_text()
         assert not errors, errors
 
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+
+
+async def _mark_fill(item: Any) -> str:
+    """The fill of a signal's marker: transparent (hollow) while provisional."""
+    return str(await item.locator(".mark").evaluate("e => getComputedStyle(e).backgroundColor"))

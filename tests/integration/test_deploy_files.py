@@ -556,6 +556,11 @@ CREATE TABLE tickstream.divergence_windows (pair String, metric String, directio
 CREATE TABLE tickstream.rejected_ticks (received_at DateTime64(3, 'UTC'), source String,
   position UInt64, raw String, reason String, detail String, symbol Nullable(String))
   ENGINE = MergeTree ORDER BY received_at;
+CREATE TABLE tickstream.signal_ledger (id String, status LowCardinality(String),
+  signal LowCardinality(String), symbol LowCardinality(String), ts DateTime64(3, 'UTC'),
+  price Float64, recv_ts Nullable(DateTime64(3, 'UTC')), emitted_at DateTime64(3, 'UTC'),
+  announced UInt8, reason LowCardinality(String), row String)
+  ENGINE = MergeTree ORDER BY (symbol, id, status);
 INSERT INTO tickstream.bars_1m SELECT sym, toDateTime64('2026-01-26 00:00:00', 3, 'UTC')
   + toIntervalMinute(number), p, p + 1, p - 1, p + 0.5, 10
   FROM (SELECT number, arrayJoin([('XAU', 5000.0 + number), ('XAG', 100.0 + number / 10)])
@@ -578,6 +583,17 @@ INSERT INTO tickstream.rejected_ticks VALUES
   ('2026-01-26 00:05:00', 'replay:ticks.csv', 17, 'XAU,abc', 'parse', 'price is not a number',
    NULL),
   ('2026-01-26 00:06:00', 'simulate', 18, '{}', 'spike', '12 MAD from the median', 'XAG');
+INSERT INTO tickstream.signal_ledger VALUES
+  ('a1', 'provisional', 'record_break', 'XAU', '2026-01-26 00:40:00', 5040.5,
+   '2026-01-26 00:40:00.004', '2026-01-26 00:40:00.021', 0, '', '{}'),
+  ('a1', 'confirmed', 'record_break', 'XAU', '2026-01-26 00:40:00', 5040.5,
+   '2026-01-26 00:40:00.004', '2026-01-26 00:40:02.113', 1, '', '{}'),
+  ('b2', 'provisional', 'rolling_break', 'XAG', '2026-01-26 00:50:00', 104.2, NULL,
+   '2026-01-26 00:50:00.030', 0, '', '{}'),
+  ('b2', 'retracted', 'rolling_break', 'XAG', '2026-01-26 00:50:00', 104.2, NULL,
+   '2026-01-26 00:50:02.040', 0, 'late_tick', '{}'),
+  ('c3', 'confirmed', 'record_break', 'XAG+XAU', '2026-01-26 01:10:00', 104.9,
+   '2026-01-26 01:10:00.002', '2026-01-26 01:10:02.500', 0, '', '{}');
 '''
 for stmt in ddl.split(';'):
     if stmt.strip():

@@ -12,6 +12,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -26,6 +27,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from sinks.gateway.protocol import TokenTable
 from sinks.gateway.server import Gateway, GatewayConfig, ssl_context
+from tickstream.contracts import (
+    RecordBreak,
+    RollingBreak,
+    SignalEvent,
+    row_from_doc,
+    signal_id,
+    spec_for_kind,
+)
 from tickstream.kafka_io import ensure_topics
 from tickstream.settings import Settings
 from tickstream.topics import Topics
@@ -72,6 +81,27 @@ def window(opened: int, closed: int | None = None, metric: str = "ratio") -> dic
     }
 
 
+def signal_event(
+    row: dict, status: str, recv_ms: int | None = None, reason: str = "", announced: int = 0
+) -> dict:
+    """The processor's signal_event row about a record/rolling break row (its contract, its id)."""
+    typed = row_from_doc(row)
+    assert isinstance(typed, (RecordBreak, RollingBreak))
+    return SignalEvent(
+        id=signal_id(typed),
+        status=status,
+        signal=typed.kind,
+        symbol=typed.key,
+        ts_ms=typed.ts_ms,
+        price=typed.price,
+        recv_ms=recv_ms,
+        emitted_ms=int(time.time() * 1000),
+        announced=announced,
+        reason=reason,
+        row=typed.encode().decode(),
+    ).to_doc()
+
+
 class Feed:
     """Publishes to one namespace's topics, as the producers and the processor do."""
 
@@ -89,11 +119,7 @@ class Feed:
 
     async def rows(self, rows: list[dict]) -> None:
         for row in rows:
-            topic = (
-                self.topics.signals
-                if row["kind"] in ("record_break", "divergence_window")
-                else self.topics.aggregates
-            )
+            topic = getattr(self.topics, spec_for_kind(row["kind"]).topic)
             key = str(row.get("symbol") or row.get("pair")).encode()
             await self.producer.send(topic, orjson.dumps(row), key=key)
         await self.producer.flush()
@@ -504,6 +530,124 @@ async def test_replay_then_live_without_gap_or_duplicate(gateway: Gateway, feed:
         ]
 
 
+async def test_signal_events_provisional_then_confirmed_or_retracted(
+    gateway: Gateway, feed: Feed
+) -> None:
+    """Desks get a signal at its tick (provisional), then the same id confirmed or retracted;
+    a confirmed_only desk only the confirmed; the plain exact rows reach nobody as frames."""
+
+    def latency_count(status: str, signal: str) -> float:
+        labels = {"status": status, "signal": signal}
+        return REGISTRY.get_sample_value("tickstream_signal_latency_seconds_count", labels) or 0
+
+    before = latency_count("provisional", "record_break")
+    ath = record_break("XAU", "ath", 5_000, 5050.0, level=5010.0)
+    level = record_break("XAU", "level_up", 6_000, 5100.5, level=5100.0)  # the sentinel
+    roll = {
+        "kind": "rolling_break",
+        "symbol": "XAG",
+        "window": "1h",
+        "record": "new_high",
+        "ts_ms": 5_500,
+        "price": 102.0,
+        "prev": 101.5,
+        "prev_ts_ms": 5_000,
+    }
+    ath_id, roll_id, level_id = (signal_id(row_from_doc(r)) for r in (ath, roll, level))
+    now = int(time.time() * 1000)
+    async with (
+        connect(url(gateway)) as everything,
+        connect(url(gateway)) as exact,
+        connect(url(gateway)) as breaks_only,
+    ):
+        await subscribe(everything, symbols="*", kinds="*")
+        snap = await subscribe(
+            exact, symbols="*", kinds=["record_breaks", "rolling_breaks"], confirmed_only=True
+        )
+        assert snap["confirmed_only"] is True and snap["signals"] == []
+        # a client listing its kinds as before gets no rolling breaks
+        await subscribe(breaks_only, symbols="*", kinds=["record_breaks"])
+        await feed.rows(
+            [
+                signal_event(ath, "provisional", recv_ms=now),
+                signal_event(roll, "provisional", recv_ms=now),
+                ath,  # the exact row, for the analyst tables: board state only
+                signal_event(ath, "confirmed", recv_ms=now, announced=1),
+                signal_event(roll, "retracted", recv_ms=now, reason="a late tick at 102.5"),
+                # a processor restart re-sends events: nobody gets them twice
+                signal_event(ath, "provisional", recv_ms=now),
+                signal_event(ath, "confirmed", recv_ms=now, announced=1),
+                level,
+                signal_event(level, "confirmed", recv_ms=now),  # exact at once: no provisional
+            ]
+        )
+
+        def steps(frames: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+            return [(f["type"], f["id"], f["status"]) for f in frames if "id" in f]
+
+        def until_level(ws: ClientConnection) -> Any:
+            return recv_until(ws, lambda f: f.get("id") == level_id)
+
+        got = await until_level(everything)
+        assert steps(got) == [
+            ("record_break", ath_id, "provisional"),
+            ("rolling_break", roll_id, "provisional"),
+            ("record_break", ath_id, "confirmed"),
+            ("rolling_break", roll_id, "retracted"),
+            ("record_break", level_id, "confirmed"),
+        ]
+        assert all("id" in f for f in got)  # no plain-row frame, nothing else
+        provisional, confirmed = got[0], got[2]
+        assert provisional["record"] == "ath" and provisional["price"] == 5050.0
+        assert provisional["recv_ms"] == now and provisional["announced"] == 0
+        assert provisional["emitted_ms"] >= now and provisional["created_ms"] > 0
+        assert confirmed["announced"] == 1 and confirmed["reason"] == ""
+        assert got[3]["reason"] == "a late tick at 102.5" and got[3]["window"] == "1h"
+        assert got[4]["announced"] == 0
+
+        assert steps(await until_level(exact)) == [
+            ("record_break", ath_id, "confirmed"),
+            ("record_break", level_id, "confirmed"),
+        ]
+        assert [s[2] for s in steps(await until_level(breaks_only))] == [
+            "provisional",
+            "confirmed",
+            "confirmed",
+        ]
+        assert gateway.counts["duplicate_signals"] == 2
+        assert latency_count("provisional", "record_break") == before + 1
+
+        # a desk (re)joining: the snapshot says where each signal stands, and a replay
+        # carries every step with its id
+        snap = await subscribe(everything, symbols="*", since_ms=0)
+        assert [(f["id"], f["status"]) for f in snap["signals"]] == [
+            (ath_id, "confirmed"),
+            (roll_id, "retracted"),
+            (level_id, "confirmed"),
+        ]
+        assert snap["ath"]["XAU"] == {"price": 5050.0, "ts_ms": 5_000, "source": "record"}
+        marker = await recv(everything)  # all of it was sent live already
+        assert marker["type"] == "replayed" and marker["count"] == 0
+    async with connect(url(gateway)) as late, connect(url(gateway)) as late_exact:
+        await subscribe(late, symbols="*", since_ms=0)
+        replay = await recv_until(late, lambda f: f["type"] == "replayed")
+        assert [(f["id"], f["status"]) for f in replay[:-1]] == [
+            (ath_id, "provisional"),
+            (roll_id, "provisional"),
+            (ath_id, "confirmed"),
+            (roll_id, "retracted"),
+            (level_id, "confirmed"),
+        ]
+        snap = await subscribe(late_exact, symbols="*", since_ms=0, confirmed_only=True)
+        assert [f["id"] for f in snap["signals"]] == [ath_id, level_id]
+        replay = await recv_until(late_exact, lambda f: f["type"] == "replayed")
+        assert [(f["id"], f["status"]) for f in replay[:-1]] == [
+            (ath_id, "confirmed"),
+            (level_id, "confirmed"),
+        ]
+        assert replay[-1]["count"] == 2
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 async def test_tls(kafka_bootstrap: str, namespace: str, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -611,9 +755,7 @@ async def test_client_asking_without_reading_is_cut_off(
 ) -> None:
     symbols = [f"S{i:04d}" for i in range(1_500)]
     for start in range(0, len(symbols), 100):  # ~150 KB of snapshot, venues the longest allowed
-        await feed.ticks(
-            [tick(s, 1_000, 100.0, 1, "V" * 64) for s in symbols[start : start + 100]]
-        )
+        await feed.ticks([tick(s, 1_000, 100.0, 1, "V" * 64) for s in symbols[start : start + 100]])
     gw = await started(config(kafka_bootstrap, namespace, max_send_buffer=64 << 10))
     try:
         sock = _small_receive_buffer_socket(gw.port)

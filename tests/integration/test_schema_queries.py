@@ -1,5 +1,6 @@
-"""Schema migrations, the analyst views, the raw-tick TTL, and every SQL block of
-docs/queries.md, on chDB with known rows (duplicates included).
+"""Schema migrations, the analyst views, the raw-tick TTL, every SQL block of
+docs/queries.md and the Markets dashboard's desk signal panels, on chDB with known rows
+(duplicates included).
 
 Expected values are computed here in Python from the rows inserted, not by ClickHouse.
 """
@@ -20,6 +21,11 @@ import pytest
 from sinks.clickhouse_sink import INGEST_TABLE, TICK_COLUMNS
 from sinks.rows import TABLES
 from sinks.schema import SchemaTooNew, apply_ticks_ttl, migrate, migrations, ticks_ttl_days
+from tests.integration.test_deploy_files import (
+    dashboard_sql,
+    expand_clickhouse_macros,
+    load_dashboard,
+)
 from tickstream.settings import ConfigError, Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "queries.md"
@@ -167,8 +173,18 @@ def divergence_rows() -> list[list[Any]]:
             c = o + minutes * 60_000
             rows.append(
                 [
-                    "XAU/XAG", "ratio_z", direction, o, c, 2.0 * direction, peak, peak_at, 0.8,
-                    2.0 * direction, None, c,
+                    "XAU/XAG",
+                    "ratio_z",
+                    direction,
+                    o,
+                    c,
+                    2.0 * direction,
+                    peak,
+                    peak_at,
+                    0.8,
+                    2.0 * direction,
+                    None,
+                    c,
                 ]
             )
     return rows
@@ -192,6 +208,63 @@ def rejected_rows() -> list[list[Any]]:
     return rows
 
 
+SIGNAL_KINDS = ("record_break", "rolling_break")
+STATUS_ORDER = ("provisional", "confirmed", "retracted")
+_LEDGER = {c: i for i, c in enumerate(TABLES["signal_ledger"].columns)}
+
+
+def ledger_rows() -> list[list[Any]]:
+    """Desk signal events over two days, in the sink's column order (times as epoch ms).
+
+    Each signal, by ``n % 5``: 0 confirmed without a provisional event (announced 0),
+    1 provisional then retracted, otherwise provisional then confirmed (announced 1).
+    Every 7th tick has no receipt time; one signal is a sync group's (``XAG+XAU``); one
+    confirmation says announced but its provisional event is missing from the ledger.
+    """
+    rows: list[list[Any]] = []
+    start = ms("2026-01-26T00:00:00")
+    for n in range(60):
+        symbol = "XAG+XAU" if n == 15 else ("XAU", "XAG")[n % 2]
+        signal = SIGNAL_KINDS[(n // 2) % 2]
+        ts = start + n * 45 * 60_000 + (n * 7919) % 60_000  # 45 h: two days
+        price = round((5_000.0 if symbol == "XAU" else 105.0) + n * 0.25, 2)
+        recv = None if n % 7 == 3 else ts + 2 + (n * 3) % 11
+        signal_row = orjson.dumps(
+            {"kind": signal, "symbol": symbol, "ts_ms": ts, "price": price}
+        ).decode()
+        provisional_at = (recv if recv is not None else ts + 6) + 1 + (n * 13) % 40
+        final_at = ts + 2_000 + (n * 37) % 900  # after the allowed lateness
+        signal_fields = {
+            "id": f"{n * 2654435761 % 2**64:016x}", "signal": signal, "symbol": symbol,
+            "ts": ts, "price": price, "recv_ts": recv, "row": signal_row,
+        }  # fmt: skip
+        events: list[tuple[str, int, int, str]] = []
+        outcome = n % 5
+        if outcome != 0 and n != 42:  # 42: announced, its provisional event lost
+            events.append(("provisional", provisional_at, 0, ""))
+        if outcome == 1:
+            events.append(("retracted", final_at, 0, "late_tick"))
+        else:
+            events.append(("confirmed", final_at, int(outcome != 0), ""))
+        for status, emitted, announced, reason in events:
+            values = {
+                **signal_fields,
+                "status": status,
+                "emitted_at": emitted,
+                "announced": announced,
+                "reason": reason,
+            }
+            rows.append([values[c] for c in TABLES["signal_ledger"].columns])
+    return rows
+
+
+def quantile_exact(level: float, values: list[int]) -> int | None:
+    """ClickHouse's quantileExact: the element at floor(level * n) of the sorted values."""
+    if not values:
+        return None
+    return sorted(values)[int(level * len(values))]
+
+
 def late_rows() -> list[list[Any]]:
     return [
         ["XAU", ms("2026-01-26T01:00:00"), 4985.0, None, None, None, None, None, None],
@@ -205,17 +278,19 @@ def loaded(client: Any) -> dict[str, Any]:
     migrate(client, DB)
     client.command(f"SYSTEM STOP MERGES {DB}.ticks")  # plain counts then show every copy
     ticks = load_ticks(client)
-    records, windows, rejected, late = (
+    records, windows, rejected, late, ledger = (
         record_rows(),
         divergence_rows(),
         rejected_rows(),
         late_rows(),
+        ledger_rows(),
     )
     for table, rows in (
         ("record_breaks", records),
         ("divergence_windows", windows),
         ("rejected_ticks", rejected),
         ("late_ticks", late),
+        ("signal_ledger", ledger),
     ):
         insert(client, table, rows)
         insert(client, table, rows[1:] + rows[:1])  # every row twice (another block)
@@ -225,6 +300,7 @@ def loaded(client: Any) -> dict[str, Any]:
         "windows": windows,
         "rejected": rejected,
         "late": late,
+        "ledger": ledger,
     }
 
 
@@ -254,6 +330,8 @@ def test_migrations_idempotent_and_schema_newer_than_code_refused(client: Any) -
         "ohlc_1d",
         "daily_high_low",
         "latest_price",
+        "rolling_breaks",
+        "signal_ledger",
         INGEST_TABLE,
     } <= names
 
@@ -440,3 +518,179 @@ def test_every_docs_query_runs_and_key_ones_are_exact(loaded: dict[str, Any], cl
     assert results["late_ticks_per_symbol"] == [
         (s, len(v), dt(min(v)), dt(max(v))) for s, v in sorted(late.items())
     ]
+
+    check_desk_signal_queries(loaded["ledger"], results)
+
+
+def _events(ledger: list[list[Any]]) -> dict[tuple[str, str], dict[str, list[Any]]]:
+    """(symbol, id) -> status -> row: the ledger as FINAL reads it."""
+    out: dict[tuple[str, str], dict[str, list[Any]]] = defaultdict(dict)
+    for row in ledger:
+        out[(row[_LEDGER["symbol"]], row[_LEDGER["id"]])][row[_LEDGER["status"]]] = row
+    return out
+
+
+def check_desk_signal_queries(
+    ledger: list[list[Any]], results: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """The signal_ledger blocks of docs/queries.md, against the same figures in Python."""
+    c = _LEDGER
+    by_kind_status: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
+    for row in ledger:
+        by_kind_status[(row[c["signal"]], row[c["status"]])].append(row)
+    want_latency = []
+    for (signal, status), rows in sorted(
+        by_kind_status.items(), key=lambda kv: (kv[0][0], STATUS_ORDER.index(kv[0][1]))
+    ):
+        receipt = [r[c["emitted_at"]] - r[c["recv_ts"]] for r in rows if r[c["recv_ts"]]]
+        event = [r[c["emitted_at"]] - r[c["ts"]] for r in rows]
+        want_latency.append(
+            (
+                signal,
+                status,
+                len(rows),
+                quantile_exact(0.5, receipt),
+                quantile_exact(0.99, receipt),
+                quantile_exact(0.5, event),
+                quantile_exact(0.99, event),
+            )
+        )
+    assert results["desk_signal_latency"] == want_latency
+    assert len(want_latency) == 6  # both kinds, all three statuses
+
+    per_day: dict[tuple[str, date], Counter[str]] = defaultdict(Counter)
+    for row in ledger:
+        per_day[(row[c["symbol"]], dt(row[c["ts"]]).date())][row[c["status"]]] += 1
+    assert results["signal_retractions_per_day"] == [
+        (
+            symbol,
+            day,
+            n["provisional"],
+            n["retracted"],
+            round(n["retracted"] / n["provisional"], 4) if n["provisional"] else None,
+        )
+        for (symbol, day), n in sorted(per_day.items())
+    ]
+    assert any(rate is None for *_, rate in results["signal_retractions_per_day"])
+
+    events = _events(ledger)
+    confirmed: dict[str, list[tuple[bool, int]]] = defaultdict(list)
+    waits: dict[str, list[int]] = defaultdict(list)
+    for statuses in events.values():
+        if "confirmed" not in statuses:
+            continue
+        done = statuses["confirmed"]
+        first = statuses.get("provisional")
+        confirmed[done[c["signal"]]].append((first is not None, done[c["announced"]]))
+        if first is not None:
+            waits[done[c["signal"]]].append(done[c["emitted_at"]] - first[c["emitted_at"]])
+    assert results["confirmed_without_provisional"] == [
+        (
+            signal,
+            len(rows),
+            sum(1 for had, _a in rows if not had),
+            sum(1 for _h, announced in rows if not announced),
+        )
+        for signal, rows in sorted(confirmed.items())
+    ]
+    assert [r[2] - r[3] for r in results["confirmed_without_provisional"]] == [0, 1]
+    assert results["provisional_to_confirmation"] == [
+        (signal, len(w), quantile_exact(0.5, w), quantile_exact(0.99, w), max(w))
+        for signal, w in sorted(waits.items())
+    ]
+
+
+# ------------------------------------------------------------------ Grafana: desk signals
+
+
+def test_desk_signal_panels_are_exact_on_known_rows(loaded: dict[str, Any], client: Any) -> None:
+    """The Markets dashboard's signal_ledger panels, as Grafana expands them, read with final=1
+    as the analyst profile does. (A replay of the example does not write signal_ledger yet,
+    so test_observability_live cannot check them for rows; their figures are checked here.)"""
+    panels = {
+        where: sql
+        for where, sql in dashboard_sql(load_dashboard("markets"))
+        if "tickstream.signal_ledger" in sql
+    }
+    assert sorted(panels) == [
+        "Desk signal latency by status (tick receipt to emission)/A",
+        "Retraction rate (retracted / provisional)/A",
+    ]
+    (latency_sql,) = (sql for w, sql in panels.items() if w.startswith("Desk signal latency"))
+    (retraction_sql,) = (sql for w, sql in panels.items() if w.startswith("Retraction rate"))
+    start_s, end_s, day_s = (
+        ms("2026-01-26T00:00:00") // 1000,
+        ms("2026-01-28T00:00:00") // 1000,
+        86_400,
+    )
+    c = _LEDGER
+    ledger = loaded["ledger"]
+
+    def run(sql: str, symbols: list[str]) -> list[tuple[Any, ...]]:
+        expanded = expand_clickhouse_macros(sql, start_s, end_s, symbols, interval_s=day_s)
+        rows: list[tuple[Any, ...]] = client.query(expanded, settings={"final": 1}).result_rows
+        return rows
+
+    def selected(row: list[Any], symbols: list[str]) -> bool:
+        return bool(set(row[c["symbol"]].split("+")) & set(symbols))
+
+    # latency: per day of event time and status, receipt to emission (no receipt time: out)
+    latencies: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for row in ledger:
+        if row[c["recv_ts"]] is not None and selected(row, ["XAG", "XAU"]):
+            bucket = row[c["ts"]] - row[c["ts"]] % (day_s * 1000)
+            latencies[(bucket, row[c["status"]])].append(row[c["emitted_at"]] - row[c["recv_ts"]])
+    assert run(latency_sql, ["XAG", "XAU"]) == [
+        (dt(bucket), status, quantile_exact(0.5, v), quantile_exact(0.99, v))
+        for (bucket, status), v in sorted(latencies.items())
+    ]
+    assert len(latencies) == 6  # two days, three statuses
+
+    # retraction rate per symbol and kind of signal; XAU selected keeps the XAG+XAU group
+    counts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for row in ledger:
+        if selected(row, ["XAU"]):
+            counts[(row[c["symbol"]], row[c["signal"]])][row[c["status"]]] += 1
+    got = run(retraction_sql, ["XAU"])
+    assert got == [
+        (
+            symbol,
+            signal,
+            n["provisional"],
+            n["confirmed"],
+            n["retracted"],
+            n["retracted"] / n["provisional"] if n["provisional"] else None,
+        )
+        for (symbol, signal), n in sorted(counts.items())
+    ]
+    assert {symbol for symbol, *_ in got} == {"XAU", "XAG+XAU"}
+
+
+def test_record_seeds_outlive_expired_ticks(client: Any) -> None:
+    """Seeds come from daily record states: expiring raw ticks (TTL) changes no record."""
+    from processors.seeds import seeds_from_clickhouse
+
+    migrate(client, DB)
+    rows = tick_rows()
+    insert(client, "ticks", rows)
+
+    def expected(before: int | None) -> dict[str, tuple[float, int, float, int]]:
+        out: dict[str, tuple[float, int, float, int]] = {}
+        for symbol in {r[0] for r in rows}:
+            mine = [r for r in rows if r[0] == symbol and (before is None or r[1] < before)]
+            hi = min(mine, key=lambda r: (-r[2], r[1]))
+            lo = min(mine, key=lambda r: (r[2], r[1]))
+            out[symbol] = (hi[2], hi[1], lo[2], lo[1])
+        return out
+
+    def got(before: int | None) -> dict[str, tuple[float, int, float, int]]:
+        seeds = seeds_from_clickhouse(client, DB, before)
+        return {s: (v.ath, v.ath_ts_ms, v.atl, v.atl_ts_ms) for s, v in seeds.items()}
+
+    day2 = ms("2026-01-27T00:00:00")
+    mid_day2 = ms("2026-01-27T13:00:00")
+    assert got(None) == expected(None)
+    assert got(mid_day2) == expected(mid_day2)  # whole day 1 from states, day 2 from ticks
+    client.command(f"TRUNCATE TABLE {DB}.ticks")  # what a TTL does to old ticks
+    assert got(None) == expected(None)
+    assert got(day2) == expected(day2)

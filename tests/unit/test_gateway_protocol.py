@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import pytest
 
 from sinks.gateway.conflation import Conflator, SeqSet
 from sinks.gateway.protocol import (
+    EVENT_FIELDS,
+    EVENTED_KINDS,
     KINDS,
+    ROW_KIND_TO_SUB,
+    SIGNAL_KINDS,
     SUB_TO_TYPE,
     Access,
     Delta,
@@ -18,13 +24,16 @@ from sinks.gateway.protocol import (
     Subscription,
     TokenTable,
     Unsubscribe,
+    confirmed_frame,
     event_ts,
     parse_message,
     record_kind,
     row_frame,
     signal_identity,
+    signal_step,
 )
 from sinks.gateway.state import BoardState, SignalLog
+from tickstream.contracts import RecordBreak, RollingBreak, SignalEvent, signal_id
 
 # ------------------------------------------------------------------ parsing
 
@@ -42,6 +51,16 @@ def test_parse_subscribe_variants() -> None:
     cmd = parse_message('{"op":"subscribe","symbols":["XAU"],"history":true}')
     assert isinstance(cmd, Subscribe) and cmd.history
     assert parse_message('{"op":"heartbeat"}') == Heartbeat()
+
+
+def test_parse_confirmed_only_flag() -> None:
+    """Absent keeps the session's setting (None); present, it must be a boolean."""
+    plain = parse_message('{"op":"subscribe","symbols":"*"}')
+    assert isinstance(plain, Subscribe) and plain.confirmed_only is None
+    on = parse_message('{"op":"subscribe","symbols":"*","confirmed_only":true}')
+    assert isinstance(on, Subscribe) and on.confirmed_only is True
+    off = parse_message('{"op":"subscribe","symbols":"*","confirmed_only":false}')
+    assert isinstance(off, Subscribe) and off.confirmed_only is False
 
 
 @pytest.mark.parametrize(
@@ -66,6 +85,10 @@ def test_parse_subscribe_variants() -> None:
         (b'{"op":"subscribe","symbols":["XAU"],"since_ms":"0"}', "bad_request"),
         (b'{"op":"subscribe","symbols":["XAU"],"since_ms":true}', "bad_request"),
         (b'{"op":"subscribe","symbols":["XAU"],"history":1}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"confirmed_only":1}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"confirmed_only":"yes"}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"confirmed_only":null}', "bad_request"),
+        (b'{"op":"subscribe","symbols":["XAU"],"kinds":["signal_events"]}', "bad_request"),
         (b'{"op":"subscribe","symbols":["' + b"X" * 65 + b'"]}', "bad_request"),
     ],
 )
@@ -176,12 +199,17 @@ def test_record_frame_carries_the_record_and_no_kind() -> None:
 
 
 def test_every_contract_row_kind_is_served() -> None:
-    """Kinds, subscriptions and frame types come from the row contracts."""
+    """Kinds, subscriptions and frame types come from the row contracts; signal events are
+    no kind of their own but steps of the signals they are about."""
     from tickstream.contracts import ROW_SPECS
 
-    assert set(KINDS) == {"ticks", *(s.feed for s in ROW_SPECS)}
-    for spec in ROW_SPECS:
+    served = [s for s in ROW_SPECS if s.kind != "signal_event"]
+    assert set(KINDS) == {"ticks", *(s.feed for s in served)}
+    assert "rolling_breaks" in KINDS and "signal_events" not in KINDS
+    assert "signal_event" not in ROW_KIND_TO_SUB and "signal_events" not in SIGNAL_KINDS
+    for spec in served:
         assert SUB_TO_TYPE[spec.feed] == spec.frame
+    assert {"record_breaks", "rolling_breaks"} == EVENTED_KINDS
 
 
 def test_identities_and_event_time() -> None:
@@ -218,6 +246,217 @@ def test_delta_encodes_once_with_creation_stamp() -> None:
     }
     s = Delta("record_breaks", "XAU", None, doc=row_frame("record_breaks", RB), seq=4)
     assert orjson.loads(s.data())["signal_seq"] == 4
+
+
+# ------------------------------------------------------------------ signal events
+
+BREAK = RecordBreak("XAU", "level_up", 1_000, 5001.0, 5000.0, 100.0, 500, 0.5, 1)
+ROLL = RollingBreak("XAG", "1h", "new_high", 2_000, 101.5, 101.0, 1_500)
+
+
+def event(row: RecordBreak | RollingBreak, status: str, /, **changes: object) -> dict:
+    """A signal_event row as the processor publishes it (the contract's own encoding)."""
+    doc = SignalEvent(
+        id=signal_id(row),
+        status=status,
+        signal=row.kind,
+        symbol=row.key,
+        ts_ms=row.ts_ms,
+        price=row.price,
+        recv_ms=row.ts_ms + 3,
+        emitted_ms=row.ts_ms + 5,
+        announced=1 if status == "confirmed" else 0,
+        reason="late tick beat it" if status == "retracted" else "",
+        row=row.encode().decode(),
+    ).to_doc()
+    doc.update(changes)
+    return doc
+
+
+def test_signal_event_is_a_frame_of_its_signal() -> None:
+    step = signal_step(event(BREAK, "provisional"))
+    assert (step.sub_kind, step.key, step.status, step.ts_ms) == (
+        "record_breaks",
+        "XAU",
+        "provisional",
+        1_000,
+    )
+    plain = row_frame("record_breaks", BREAK.to_doc())
+    assert step.frame == {
+        **plain,
+        "id": signal_id(BREAK),
+        "status": "provisional",
+        "announced": 0,
+        "reason": "",
+        "recv_ms": 1_003,
+        "emitted_ms": 1_005,
+    }
+    assert list(step.frame)[-len(EVENT_FIELDS) :] == list(EVENT_FIELDS)
+    rolled = signal_step(event(ROLL, "retracted"))
+    assert rolled.sub_kind == "rolling_breaks" and rolled.frame["type"] == "rolling_break"
+    assert rolled.frame["window"] == "1h" and rolled.frame["reason"] == "late tick beat it"
+    confirmed = signal_step(event(BREAK, "confirmed")).frame
+    assert confirmed["announced"] == 1 and confirmed["id"] == step.frame["id"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "maybe"},
+        {"id": ""},
+        {"signal": "candle"},
+        {"signal": "bar_1m"},  # not a signal
+        {"signal": "signal_event"},
+        {"signal": "rolling_break"},  # the row is a record break
+        {"row": "{not json"},
+        {"row": "[1]"},
+        {"row": orjson.dumps({k: v for k, v in BREAK.to_doc().items() if k != "level"}).decode()},
+        {"recv_ms": "soon"},
+    ],
+)
+def test_malformed_signal_events_are_refused(changes: dict) -> None:
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        signal_step(event(BREAK, "provisional", **changes))
+
+
+def test_plain_row_served_as_confirmation_has_the_processor_id() -> None:
+    """So that an event confirming the same signal later is one (id, status) in the log."""
+    sid, frame = confirmed_frame("record_breaks", BREAK.to_doc())
+    assert sid == signal_id(BREAK) == frame["id"]
+    assert frame["status"] == "confirmed" and frame["type"] == "record_break"
+    assert set(EVENT_FIELDS) <= set(frame)
+    assert confirmed_frame("rolling_breaks", ROLL.to_doc())[0] == signal_id(ROLL)
+
+
+def _step_delta(doc: dict) -> tuple[str, str, int, Callable[[int], Delta]]:
+    """What the feed hands the log for a signal event: id, status, event time, its delta."""
+    step = signal_step(doc)
+
+    def make(seq: int) -> Delta:
+        return Delta(step.sub_kind, step.key, 7, doc=step.frame, seq=seq, status=step.status)
+
+    return step.id, step.status, step.ts_ms, make
+
+
+def test_signal_log_dedupes_per_id_and_status() -> None:
+    log = SignalLog(capacity=10)
+    prov = log.add_step(*_step_delta(event(BREAK, "provisional")))
+    assert prov is not None and prov.unconfirmed
+    # a processor restart re-sends the provisional: nobody gets it twice
+    assert log.add_step(*_step_delta(event(BREAK, "provisional"))) is None
+    conf = log.add_step(*_step_delta(event(BREAK, "confirmed")))
+    assert conf is not None and not conf.unconfirmed and log.settled(signal_id(BREAK))
+    assert log.add_step(*_step_delta(event(BREAK, "confirmed"))) is None
+    # once settled, a re-sent provisional is stale, whichever order the log saw them in
+    assert log.add_step(*_step_delta(event(BREAK, "provisional"))) is None
+    retr = log.add_step(*_step_delta(event(ROLL, "retracted")))
+    assert retr is not None and retr.unconfirmed
+    assert log.add_step(*_step_delta(event(ROLL, "provisional"))) is None
+    # a replay carries each step once, in log order, with its id and status
+    replayed = [orjson.loads(d.data()) for d in log.since(0)]
+    assert [(f["id"], f["status"], f["signal_seq"]) for f in replayed] == [
+        (signal_id(BREAK), "provisional", 1),
+        (signal_id(BREAK), "confirmed", 2),
+        (signal_id(ROLL), "retracted", 3),
+    ]
+    assert [d.seq for d in log.since(1_500)] == [3]  # event time: the signal's ts_ms
+    # the plain row of a confirmed signal is the same (id, confirmed) entry
+    sid, _ = confirmed_frame("record_breaks", BREAK.to_doc())
+    assert log.add_step(sid, "confirmed", 1_000, lambda seq: Delta("x", "XAU", 0)) is None
+
+
+def test_signal_log_forgets_what_it_evicts() -> None:
+    log = SignalLog(capacity=2)
+    log.add_step(*_step_delta(event(BREAK, "confirmed")))
+    log.add_step(*_step_delta(event(ROLL, "provisional")))
+    log.add_step(*_step_delta(event(ROLL, "confirmed")))
+    assert not log.settled(signal_id(BREAK)) and log.settled(signal_id(ROLL))
+    assert not log.complete_since(0)
+
+
+def test_snapshot_carries_each_recent_signals_latest_status() -> None:
+    st = BoardState(recent_signals=3)
+    log = SignalLog()
+    other = RecordBreak("XAU", "ath", 3_000, 5100.0, 5050.0, 0.0, 2_000, 1.0, 0)
+    silver = RollingBreak("XAG", "1h", "new_low", 4_000, 99.0, 99.5, 3_500)
+    for doc in (
+        event(BREAK, "provisional"),
+        event(other, "provisional"),
+        event(ROLL, "provisional"),
+        event(BREAK, "confirmed"),
+        event(ROLL, "retracted"),
+        event(silver, "confirmed"),
+    ):
+        sid, status, ts, make = _step_delta(doc)
+        delta = log.add_step(sid, status, ts, make)
+        assert delta is not None
+        st.apply_signal(sid, delta)
+    snap = st.snapshot(_all, 0)
+    got = [(f["type"], f["id"], f["status"]) for f in snap["signals"]]
+    assert got == [  # one frame per id, its latest status, in log order
+        ("record_break", signal_id(other), "provisional"),
+        ("record_break", signal_id(BREAK), "confirmed"),
+        ("rolling_break", signal_id(ROLL), "retracted"),
+        ("rolling_break", signal_id(silver), "confirmed"),
+    ]
+    assert snap["signals"][1]["signal_seq"] == 4 and snap["signals"][1]["created_ms"] == 7
+    confirmed = st.snapshot(_all, 0, confirmed_only=True)["signals"]
+    assert [f["id"] for f in confirmed] == [signal_id(BREAK), signal_id(silver)]
+    gold_breaks = st.snapshot(lambda kind, key: kind == "record_breaks" and key == "XAU", 0)
+    assert {f["id"] for f in gold_breaks["signals"]} == {signal_id(BREAK), signal_id(other)}
+    # bounded per key: the least recently changed signal of a key goes first
+    for i in range(3):
+        extra = RecordBreak("XAU", "ath", 10_000 + i, 5200.0 + i, 5100.0, 0.0, 3_000, 1.0, 0)
+        sid, status, ts, make = _step_delta(event(extra, "confirmed"))
+        added = log.add_step(sid, status, ts, make)
+        assert added is not None
+        st.apply_signal(sid, added)
+    xau = [f for f in st.snapshot(_all, 0)["signals"] if f["symbol"] == "XAU"]
+    assert len(xau) == 3 and signal_id(BREAK) not in {f["id"] for f in xau}
+
+
+def test_feed_serves_plain_rows_only_until_signal_events_of_their_kind() -> None:
+    """The rule between the exact rows and the signal events, on the gateway's own ingest."""
+    from sinks.gateway.server import Gateway, GatewayConfig
+
+    gw = Gateway(GatewayConfig("127.0.0.1:9", "t", TokenTable.parse_list("t")))
+    log, counts = gw.log, gw.counts
+
+    def ingest(doc: dict) -> None:
+        gw.feed._ingest("signals", orjson.dumps(doc), 1)
+
+    # no signal event seen yet (an older processor, or history): the plain row is served as
+    # its signal's confirmation, with the processor's id
+    ingest(BREAK.to_doc())
+    (first,) = log.since(0)
+    assert first.status == "confirmed" and first.doc["id"] == signal_id(BREAK)
+    ingest(ROLL.to_doc())
+    assert log.head == 2
+    # the first record break event: from now on record_break rows are board state only
+    other = RecordBreak("XAU", "ath", 3_000, 5100.0, 5050.0, 0.0, 2_000, 1.0, 0)
+    ingest(event(other, "provisional"))
+    ingest(other.to_doc())
+    assert log.head == 3 and gw.state.ath["XAU"]["price"] == 5100.0
+    ingest(event(other, "confirmed"))
+    assert log.head == 4
+    # the event confirming the row served earlier, and a stale provisional: no new entry
+    ingest(event(BREAK, "confirmed"))
+    ingest(event(BREAK, "provisional"))
+    assert log.head == 4 and counts["duplicate_signals"] == 2
+    # rolling breaks have seen no event yet; divergence windows are served as always
+    later_roll = RollingBreak("XAG", "1h", "new_high", 5_000, 102.0, 101.5, 2_000)
+    ingest(later_roll.to_doc())
+    ingest(WIN)
+    assert log.head == 6 and counts["signals_in"] == 6 and counts["signal_events_in"] == 2
+    ingest(event(BREAK, "provisional", row="{}"))  # malformed: counted, not served
+    assert counts["undecodable"] == 1 and log.head == 6
+    statuses = {f["id"]: f["status"] for f in gw.state.snapshot(_all, 0)["signals"]}
+    assert statuses == {
+        signal_id(BREAK): "confirmed",
+        signal_id(ROLL): "confirmed",
+        signal_id(other): "confirmed",
+        signal_id(later_roll): "confirmed",
+    }
 
 
 # ------------------------------------------------------------------ delivered signals

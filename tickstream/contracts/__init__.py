@@ -19,9 +19,12 @@ from tickstream.contracts.rows import (
     DivergenceWindow,
     OutputRow,
     RecordBreak,
+    RollingBreak,
     RollingHigh,
     RowSpec,
+    SignalEvent,
     row_from_doc,
+    signal_id,
     spec_for_kind,
 )
 from tickstream.contracts.ticks import (
@@ -51,7 +54,9 @@ __all__ = [
     "OutputRow",
     "RecordBreak",
     "RollingHigh",
+    "RollingBreak",
     "RowSpec",
+    "SignalEvent",
     "TickRow",
     "decode_control",
     "decode_ticks_message",
@@ -60,6 +65,7 @@ __all__ = [
     "encode_ticks",
     "is_end_of_input",
     "row_from_doc",
+    "signal_id",
     "spec_for_kind",
     "tick_identity",
 ]

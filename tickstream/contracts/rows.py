@@ -16,6 +16,7 @@ On the wire a row is a JSON object of its fields plus ``kind`` (see ``OutputRow.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -187,6 +188,64 @@ class DivergenceWindow(OutputRow):
     z_peak: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class RollingBreak(OutputRow):
+    """A tick above every earlier tick of its trailing window (or below: ``new_low``).
+
+    Per symbol, in event time: at a tick of time ``t`` and price ``p``, ``new_high`` when
+    the window ``(t - window, t)`` holds earlier ticks (ts < t, or equal ts and arrived
+    before) and ``p`` is strictly above all of them; ``prev``/``prev_ts_ms`` are that
+    previous high and the latest tick at it. ``new_low`` likewise.
+    """
+
+    kind: str = field(default="rolling_break", init=False)
+    symbol: str
+    window: str
+    record: str  # new_high | new_low
+    ts_ms: int
+    price: float
+    prev: float
+    prev_ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalEvent(OutputRow):
+    """One step in the life of a desk signal: provisional, then confirmed or retracted.
+
+    ``id`` is ``signal_id`` of the signal row, so the provisional event, its confirmation
+    (or retraction) and a replay of the same input all carry the same id. ``row`` is the
+    signal row's JSON object (its own contract; for a retraction, the provisional row).
+    ``recv_ms`` is the producer's receipt of the tick behind the signal, ``emitted_ms``
+    when the processor emitted this event: together, the desk latency in plain SQL.
+    ``announced`` (confirmed only) is 1 when a provisional event came first. ``reason``
+    says why a signal was retracted.
+    """
+
+    kind: str = field(default="signal_event", init=False)
+    id: str
+    status: str  # provisional | confirmed | retracted
+    signal: str  # the signal row's kind: record_break | rolling_break
+    symbol: str  # the signal row's key (a symbol, or a sync group "XAU+XAG")
+    ts_ms: int
+    price: float
+    recv_ms: int | None
+    emitted_ms: int
+    announced: int
+    reason: str
+    row: str
+
+
+STATUSES = ("provisional", "confirmed", "retracted")
+
+
+def signal_id(row: OutputRow) -> str:
+    """What the signal is, as an id: kind, its identity (symbol, level or window, event
+    time) and price. Deterministic, so a replay of the same file yields the same ids."""
+    spec = row.SPEC
+    parts = [spec.kind, *(getattr(row, f) for f in spec.identity), row["price"]]
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=8).hexdigest()
+
+
 def _window_event_ts(doc: Mapping[str, Any]) -> int:
     closed = doc.get("closed_at_ms")
     return int(closed if closed is not None else doc.get("opened_at_ms") or 0)
@@ -255,10 +314,37 @@ ROW_SPECS: tuple[RowSpec, ...] = (
         revision=("closed_at_ms",),
         defaults={"z_open_value": None, "z_peak": None},
     ),
+    _spec(
+        RollingBreak,
+        topic="signals",
+        table="rolling_breaks",
+        key="symbol",
+        identity=("symbol", "window", "record", "ts_ms", "price"),
+        event_ts=_ts,
+        partition_ts="ts_ms",
+        feed="rolling_breaks",
+        frame="rolling_break",
+    ),
+    _spec(
+        SignalEvent,
+        topic="signals",
+        table="signal_ledger",
+        key="symbol",
+        identity=("id", "status"),
+        event_ts=_ts,
+        partition_ts="ts_ms",
+        feed="signal_events",
+        frame="signal_event",
+        renamed={"recv_ms": "recv_ts", "emitted_ms": "emitted_at"},
+    ),
 )
+"""Every row kind. The desk feed serves ``signal_event`` rows under the subscription of
+the signal they are about (``record_breaks``, ``rolling_breaks``), framed as that signal
+with ``id`` and ``status`` added."""
 
 ROW_TYPES: dict[str, type[OutputRow]] = {
-    t.SPEC.kind: t for t in (Bar, RollingHigh, RecordBreak, DivergenceWindow)
+    t.SPEC.kind: t
+    for t in (Bar, RollingHigh, RecordBreak, DivergenceWindow, RollingBreak, SignalEvent)
 }
 _BY_KIND = {spec.kind: spec for spec in ROW_SPECS}
 SPECS_BY_FEED = {spec.feed: spec for spec in ROW_SPECS}
