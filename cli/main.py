@@ -20,6 +20,21 @@ def _configure_logging(verbose: int) -> None:
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka", "websockets"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if verbose < 2:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_kafka_start_up)
+
+
+# What aiokafka logs at ERROR while a consumer group forms on a fresh broker: normal at
+# every start, retried by the client, and read by newcomers as a failure (shown with -vv).
+_START_UP_NOISE = ("GroupCoordinatorNotAvailable", "Marking the coordinator dead")
+
+
+def _quiet_kafka_start_up(record: logging.LogRecord) -> bool:
+    if not record.name.startswith("aiokafka"):
+        return True
+    message = record.getMessage()
+    return not any(noise in message for noise in _START_UP_NOISE)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

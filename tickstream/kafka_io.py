@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
     """Create tickstream's topics when missing (idempotent, safe to race)."""
     topics = Topics(settings.namespace)
-    wanted = [NewTopic(name, settings.partitions, 1) for name in topics.sink_inputs()]
-    wanted.append(
+    data = [NewTopic(name, settings.partitions, 1) for name in topics.sink_inputs()]
+    wanted = [
+        *data,
         NewTopic(
             topics.processor_state,
             1,
@@ -29,8 +30,10 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
                 "min.cleanable.dirty.ratio": "0.1",
                 "max.message.bytes": str(64 << 20),
             },
-        )
-    )
+        ),
+        # rows ClickHouse refused (written by the sink, read by people): few, kept 30 days
+        NewTopic(topics.quarantine, 1, 1, topic_configs={"retention.ms": str(30 * 86_400_000)}),
+    ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     for attempt in range(attempts):
         try:
@@ -46,9 +49,7 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
             await asyncio.sleep(1)
     try:
         existing = set(await admin.list_topics())
-        await _check_partitions(
-            admin, settings, [t.name for t in wanted[:-1] if t.name in existing]
-        )
+        await _check_partitions(admin, settings, [t.name for t in data if t.name in existing])
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):

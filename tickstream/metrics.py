@@ -87,6 +87,11 @@ SINK_ERRORS = Counter(
     "tickstream_sink_errors_total", "Failed inserts or undecodable messages.", ["table", "reason"]
 )
 SINK_RETRIES = Counter("tickstream_sink_retries_total", "Insert retries after a failure.")
+SINK_QUARANTINED = Counter(
+    "tickstream_sink_quarantined_rows_total",
+    "Rows ClickHouse refused for data reasons, sent to the quarantine topic instead.",
+    ["table", "reason_class"],
+)
 CONSUMER_LAG = Gauge(
     "tickstream_consumer_lag_messages",
     "Messages behind the log end, per partition.",
@@ -173,6 +178,15 @@ def serve_metrics(port: int, component: str) -> int:
     """Expose /metrics on ``port`` (0 = off); returns the port in use."""
     if port <= 0:
         return 0
-    start_http_server(port, addr="0.0.0.0")
-    log.info("%s metrics on http://127.0.0.1:%d/metrics", component, port)
+    try:
+        start_http_server(port, addr="0.0.0.0")
+    except OSError as exc:  # a busy port is a setting to change, not a traceback
+        from tickstream.settings import ConfigError
+
+        raise ConfigError(
+            "metrics_port",
+            f"cannot serve the {component}'s metrics on port {port} ({exc.strerror}); "
+            "every component running on one host needs its own port (0 = off)",
+        ) from None
+    log.info("%s metrics on http://0.0.0.0:%d/metrics (all interfaces)", component, port)
     return port

@@ -38,6 +38,12 @@ class Topics:
         """Compacted topic holding the processor's kernel snapshots and input offsets."""
         return f"{self.namespace}.processor.state"
 
+    @property
+    def quarantine(self) -> str:
+        """Rows ClickHouse refused for data reasons, one JSON record each (the sink writes
+        them with the reason; not a sink input)."""
+        return f"{self.namespace}.quarantine"
+
     def sink_inputs(self) -> list[str]:
         return [self.ticks, self.dlq, self.late, self.aggregates, self.signals]
 

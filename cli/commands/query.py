@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+from datetime import date, datetime
 
 import click
 
 from cli.options import pop_settings, settings_options
 
 
-@click.command()
-@click.argument("sql")
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("sql", nargs=-1)
 @click.option(
     "--format",
     "fmt",
@@ -20,21 +21,28 @@ from cli.options import pop_settings, settings_options
     help="tsv: tab-separated, no header; table: aligned with header.",
 )
 @settings_options("clickhouse_url", "clickhouse_database")
-def query(sql: str, fmt: str, **values: object) -> None:
+def query(sql: tuple[str, ...], fmt: str, **values: object) -> None:
     """Run SQL against tickstream's ClickHouse and print the result.
 
     Reads with final=1, so every ReplacingMergeTree table shows each row once.
-    Example: tickstream query "SELECT count() FROM tickstream.ticks"
+    Example: tickstream query "SELECT count() FROM tickstream.ticks". Without SQL (or
+    with "-") the query is read from standard input, so a block of docs/queries.md can
+    be pasted as it is, its "-- name:" comment line included.
     """
     from tickstream.clickhouse import ClickHouseUnavailable, connect
 
+    text = " ".join(sql).strip()
+    if text in ("", "-"):
+        text = sys.stdin.read().strip()
+    if not text:
+        raise click.UsageError("no SQL given (as an argument or on standard input)")
     settings = pop_settings(values)
     try:
         client = connect(settings)
     except ClickHouseUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        result = client.query(sql, settings={"final": 1})
+        result = client.query(text, settings={"final": 1})
     except Exception as exc:
         raise click.ClickException(f"query failed: {exc}") from exc
     finally:
@@ -58,6 +66,9 @@ def query(sql: str, fmt: str, **values: object) -> None:
 def _text(value: object) -> str:
     if value is None:
         return "\\N"
-    if hasattr(value, "isoformat"):
-        return value.isoformat(sep=" ")  # type: ignore[no-any-return]
+    if isinstance(value, datetime):  # DateTime64(3): milliseconds, as ClickHouse shows them
+        spec = "milliseconds" if value.microsecond else "seconds"
+        return value.replace(tzinfo=None).isoformat(sep=" ", timespec=spec)
+    if isinstance(value, date):
+        return value.isoformat()
     return str(value)

@@ -248,6 +248,12 @@ def test_alert_expressions_select_what_they_should(promtool: str, tmp_path: Path
         # sink failing on one table
         ('tickstream_sink_errors_total{table="bars_1m",reason="timeout"}', "0+60x20"),
         ("tickstream_sink_retries_total", "0+60x20"),
+        # one row quarantined at t=5m, none on another table
+        (
+            'tickstream_sink_quarantined_rows_total{table="record_breaks",reason_class="parse"}',
+            "0x4 1x15",
+        ),
+        ('tickstream_sink_quarantined_rows_total{table="ticks",reason_class="parse"}', "0x20"),
     ]
     cases = [
         ("TickstreamRejectionRateSpike", [('{source="sim"}', 0.5), ('{source="bad"}', 1)]),
@@ -257,6 +263,7 @@ def test_alert_expressions_select_what_they_should(promtool: str, tmp_path: Path
         ("TickstreamConsumerLagGrowing", [('{group="g1",topic="t.ticks"}', 3000)]),
         ("TickstreamSinkInsertErrors", [('{table="bars_1m",reason="timeout"}', 1)]),
         ("TickstreamSinkRetrying", [("{}", 1)]),
+        ("TickstreamSinkQuarantinedRows", [('{table="record_breaks",reason_class="parse"}', 1)]),
     ]
     tests = {
         "evaluation_interval": "1m",
@@ -308,6 +315,7 @@ def test_alert_rules_are_complete() -> None:
         "tickstream_last_tick_timestamp_seconds",
         "tickstream_sink_errors_total",
         "tickstream_sink_retries_total",
+        "tickstream_sink_quarantined_rows_total",
         "tickstream_producer_rejected_total",
         "tickstream_producer_ticks_total",
         "tickstream_processor_ticks_total",

@@ -7,6 +7,11 @@
     boundary: the sink retries with backoff, counts the retries, commits no offset before
     the insert landed, takes no messages while failing, recovers by itself, and the tables
     equal an uninterrupted run's (no row lost, none doubled).
+(c) ClickHouse refuses rows for their data (a value the client cannot convert, a time
+    DateTime64 cannot hold, a constraint the server enforces on ticks): the good rows of
+    each block land, each refused row is on the quarantine topic with its reason and source
+    offset, the metric counts it, every offset is committed; a split block sent again
+    doubles nothing; only errors certainly about the data are classified as such.
 
 Inputs are published straight to the namespace's topics in the wire formats (tick batches
 on ticks and late, rejection documents on the DLQ, ``kind`` rows on aggregates/signals)
@@ -16,6 +21,7 @@ with end markers, so the sink runs alone, without a processor.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -629,3 +635,336 @@ async def test_unparseable_tick_rows_are_dropped_not_retried_forever(
     want = [tuple(r) for r in good + [tick(13), tick(14), tick(15)]]
     assert ticks_as_published([tuple(r) for r in rows]) == sorted(want, key=repr)
     assert invalid._value.get() - before == len(bad)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- (c) rows ClickHouse refuses
+
+
+def quarantine_count(table: str, reason_class: str) -> float:
+    return metrics.SINK_QUARANTINED.labels(table, reason_class)._value.get()  # type: ignore[attr-defined]
+
+
+def plain_settings(kafka_bootstrap: str) -> Settings:
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        namespace="t" + uuid.uuid4().hex[:10],
+        clickhouse_url="chdb:///unused",  # the client is passed in
+        metrics_port=0,
+        sink_flush_ms=100,
+    )
+
+
+async def read_quarantine(settings: Settings, expected: int, wait_s: float = 2.0) -> list[Any]:
+    """Every record on the quarantine topic (waits a little for more than ``expected``)."""
+    consumer = AIOKafkaConsumer(
+        Topics(settings.namespace).quarantine,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        give_up = time.monotonic() + 30
+        while time.monotonic() < give_up:
+            batches = await consumer.getmany(timeout_ms=200)
+            records += [orjson.loads(r.value) for rs in batches.values() for r in rs]
+            if len(records) >= expected:
+                give_up = min(give_up, time.monotonic() + wait_s)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def message_at(settings: Settings, topic: str, partition: int, offset: int) -> bytes:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        record = await asyncio.wait_for(consumer.getone(), 30)
+        assert record.offset == offset
+        return record.value  # type: ignore[no-any-return]
+    finally:
+        await consumer.stop()
+
+
+def rows(client: Any, table: str) -> list[tuple[Any, ...]]:
+    cols = ", ".join(TABLES[table].columns)
+    return sorted(
+        map(tuple, client.query(f"SELECT {cols} FROM tickstream.{table} FINAL").result_rows),
+        key=repr,
+    )
+
+
+async def check_quarantined(
+    settings: Settings, records: list[Any], want: dict[tuple[str, str, str], Any]
+) -> None:
+    """Each record names its table, row, reason and source message; ``want`` maps
+    (table, column, reason_class) to the bad value that row holds in that column."""
+    found = {}
+    now_ms = time.time() * 1000
+    for record in records:
+        assert set(record) >= {"table", "row", "reason", "reason_class", "topic", "partition"}
+        assert {"offset", "sink_ms"} <= set(record)
+        assert record["reason"] and len(record["reason"]) <= 2_100
+        assert now_ms - 120_000 < record["sink_ms"] <= now_ms
+        for (table, column, reason_class), value in want.items():
+            if record["table"] == table and record["row"].get(column) == value:
+                assert record["reason_class"] == reason_class, record
+                found[(table, column, reason_class)] = record
+        # the record points at the message that held the row
+        value = await message_at(settings, record["topic"], record["partition"], record["offset"])
+        doc = orjson.loads(value)
+        bad = record["row"]
+        if isinstance(doc, list):  # a batch of tick rows: the row is at its index
+            assert list(bad.values()) == doc[record["index"]]
+        else:
+            assert any(v in doc.values() for v in bad.values())
+    assert set(found) == set(want), f"not quarantined: {set(want) - set(found)}"
+
+
+async def test_rows_clickhouse_refuses_are_quarantined_the_rest_flow(
+    kafka_bootstrap: str, chdb_client: ClickHouse
+) -> None:
+    """Good and bad rows share each block: a rolling high whose time DateTime64 cannot hold
+    (ClickHouse would store it and fail every later read: refused before the insert), a
+    record break whose level is text, a late tick whose seq is 2^63 (the issue's stall).
+    Good rows land, each bad one is on the quarantine topic with its reason, the sink
+    commits everything, the metric counts the rows."""
+    settings = plain_settings(kafka_bootstrap)
+    minute = START_MS
+
+    def rolling(n: int, **wrong: Any) -> dict[str, Any]:
+        ts = minute + n * 60_000
+        doc = {
+            "kind": "rolling_high", "symbol": "XAU", "window": "1h", "ts_ms": ts,
+            "high": 5_000.0 + n, "high_ts_ms": ts - 1, "low": 4_900.0, "low_ts_ms": ts - 2,
+        }  # fmt: skip
+        return doc | wrong
+
+    def record(n: int, **wrong: Any) -> dict[str, Any]:
+        doc = {
+            "kind": "record_break", "record": "level_up", "symbol": "XAU",
+            "ts_ms": minute + n * 60_000, "price": 5_000.0 + n, "level": 5_000.0 + n,
+            "step": 1.0, "prev_ts_ms": None, "since_prev_s": None, "first_time": 1,
+        }  # fmt: skip
+        return doc | wrong
+
+    def late(n: int, seq: int | None = None) -> list[Any]:
+        return ["XAU", minute + n, 5_000.0, None, None, None, None, seq, None]
+
+    bad_rolling = rolling(3, high_ts_ms=10**18)  # year 31 million
+    bad_record = record(2, level="abc")
+    bad_late = late(5, seq=2**63)
+    aggregates = [rolling(n) for n in range(3)] + [bad_rolling] + [rolling(n) for n in (4, 5)]
+    signals = [record(0), record(1), bad_record, record(3)]
+    inputs: dict[str, list[tuple[bytes, bytes]]] = {
+        "aggregates": [(b"XAU", orjson.dumps(doc)) for doc in aggregates],
+        "signals": [(b"XAU", orjson.dumps(doc)) for doc in signals],
+        "late": [(b"XAU", orjson.dumps([late(4), bad_late, late(6)]))],
+    }
+    run_id = await publish(settings, inputs)
+    ends = await end_offsets(settings)
+    classes = [(t, c) for t in TABLES for c in ("conversion", "range")]
+    before = {tc: quarantine_count(*tc) for tc in classes}
+    sink = await run_sink_until_drained(settings, chdb_client, run_id)
+
+    client = chdb_client.client
+    assert [r[3] for r in rows(client, "rolling_highs")] == [5_000.0 + n for n in (0, 1, 2, 4, 5)]
+    assert [r[3] for r in rows(client, "record_breaks")] == [5_000.0 + n for n in (0, 1, 3)]
+    assert [ms(r[1]) - minute for r in rows(client, "late_ticks")] == [4, 6]
+    assert await committed(settings) == ends
+    assert sink.stats.rows_quarantined == 3
+
+    records = await read_quarantine(settings, 3)
+    assert len(records) == 3, records
+    await check_quarantined(
+        settings,
+        records,
+        {
+            ("rolling_highs", "high_ts", "range"): 10**18,
+            ("record_breaks", "level", "conversion"): "abc",
+            ("late_ticks", "seq", "conversion"): 2**63,
+        },
+    )
+    reasons = {r["table"]: r["reason"] for r in records}
+    assert "high_ts" in reasons["rolling_highs"] and "DateTime64" in reasons["rolling_highs"]
+    assert "could not convert string to float" in reasons["record_breaks"]
+    assert "seq" in reasons["late_ticks"]
+    after = {tc: quarantine_count(*tc) for tc in classes}
+    assert {tc: after[tc] - before[tc] for tc in classes if after[tc] != before[tc]} == {
+        ("rolling_highs", "range"): 1,
+        ("record_breaks", "conversion"): 1,
+        ("late_ticks", "conversion"): 1,
+    }
+
+
+async def test_rows_of_wrong_type_do_not_crash_loop_the_sink(
+    kafka_bootstrap: str, chdb_client: ClickHouse
+) -> None:
+    """Rows that decode but whose values the client cannot convert (a list for a count, a
+    null for a non-nullable price, a number for a text column): quarantined, the sink runs
+    on, every offset is committed (a restart would not meet them again)."""
+    settings = plain_settings(kafka_bootstrap)
+
+    def bar(n: int, **wrong: Any) -> dict[str, Any]:
+        doc = {
+            "kind": "bar_1m", "symbol": "XAG", "ts_ms": START_MS + n * 60_000,
+            "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "ticks": 5 + n,
+        }  # fmt: skip
+        return doc | wrong
+
+    def rejection(n: int, **wrong: Any) -> dict[str, Any]:
+        doc = {
+            "raw": f"bad line {n}", "source": "replay:x.csv", "position": f"line {n}",
+            "reason": "malformed", "detail": "", "recv_ms": START_MS + n, "symbol": None,
+        }  # fmt: skip
+        return doc | wrong
+
+    inputs: dict[str, list[tuple[bytes, bytes]]] = {
+        "aggregates": [
+            (b"XAG", orjson.dumps(d))
+            for d in (bar(0), bar(1, ticks=[1]), bar(2), bar(3, high=None), bar(4))
+        ],
+        "dlq": [(b"r", orjson.dumps(d)) for d in (rejection(0), rejection(1, position=17))],
+    }
+    run_id = await publish(settings, inputs)
+    ends = await end_offsets(settings)
+    sink = await run_sink_until_drained(settings, chdb_client, run_id)  # re-raises a crash
+
+    client = chdb_client.client
+    assert [r[6] for r in rows(client, "bars_1m")] == [5, 7, 9]
+    assert [r[2] for r in rows(client, "rejected_ticks")] == ["line 0"]
+    assert await committed(settings) == ends
+    assert sink.stats.rows_quarantined == 3
+    records = await read_quarantine(settings, 3)
+    assert len(records) == 3, records
+    await check_quarantined(
+        settings,
+        records,
+        {
+            ("bars_1m", "ticks", "conversion"): [1],
+            ("bars_1m", "high", "conversion"): None,
+            ("rejected_ticks", "position", "conversion"): 17,
+        },
+    )
+
+
+def sane_price(client: Any) -> None:
+    """A constraint ClickHouse enforces on ticks (through ticks_ingest's view): a tick the
+    contract accepts can still be refused by the server, as data (VIOLATED_CONSTRAINT)."""
+    migrate(client, "tickstream")
+    client.command(
+        "ALTER TABLE tickstream.ticks ADD CONSTRAINT IF NOT EXISTS sane_price CHECK price < 1e6"
+    )
+
+
+async def test_tick_block_refused_is_split_by_message_then_row(
+    kafka_bootstrap: str, chdb_client: ClickHouse
+) -> None:
+    settings = plain_settings(kafka_bootstrap)
+    await chdb_client.run(sane_price, chdb_client.client)
+
+    def tick(i: int, price: float = 5_000.0) -> list[Any]:
+        return ["XAU", START_MS + i * 1000, price + i, None, None, None, None, i, None]
+
+    messages = [
+        [tick(i) for i in range(0, 5)],
+        [tick(5), tick(6), tick(7, price=5e6), tick(8)],  # the third row is refused
+        [tick(i) for i in range(9, 14)],
+        [tick(14, price=7e6), tick(15)],
+    ]
+    inputs = {"ticks": [(b"XAU", orjson.dumps(m)) for m in messages]}
+    run_id = await publish(settings, inputs)
+    ends = await end_offsets(settings)
+    before = quarantine_count("ticks", "range")
+    await run_sink_until_drained(settings, chdb_client, run_id)
+
+    got = ticks_as_published(rows(chdb_client.client, "ticks"))
+    good = [tuple(t) for m in messages for t in m if t[2] < 1e6]
+    assert got == sorted(good, key=repr)
+    assert await committed(settings) == ends
+    records = await read_quarantine(settings, 2)
+    assert len(records) == 2, records
+    await check_quarantined(settings, records, {("ticks", "price", "range"): 5e6 + 7})
+    assert sorted(r["row"]["price"] for r in records) == [5e6 + 7, 7e6 + 14]
+    assert sorted(r["index"] for r in records) == [0, 2]
+    assert all("VIOLATED_CONSTRAINT" in r["reason"] for r in records)
+    assert quarantine_count("ticks", "range") - before == 2
+
+
+def _block(table: str) -> Block:
+    return Block(table, columns=[[] for _ in TABLES[table].columns])
+
+
+async def test_split_block_sent_again_is_a_no_op(chdb_client: ClickHouse) -> None:
+    """A crash after a split block landed but before the commit: the same block (same span,
+    same token) is sent again; its sub-blocks carry the same tokens, so nothing doubles."""
+    client = chdb_client.client
+    await chdb_client.run(sane_price, client)
+    await chdb_client.run(client.command, "SYSTEM STOP MERGES tickstream.rolling_highs")
+    await chdb_client.run(client.command, "SYSTEM STOP MERGES tickstream.ticks")
+    inserter = Inserter(chdb_client, "tickstream", initial_backoff_s=0.01)
+
+    def blocks() -> list[Block]:
+        highs = _block("rolling_highs")
+        for n in range(9):
+            ts = START_MS + n * 60_000
+            high = "n/a" if n in (2, 7) else 1.0 + n  # the client cannot make it a Float64
+            highs.add_row(["XAU", "1h", ts, high, ts, 0.5, ts], ("t.aggregates", 0, n, 0))
+        ticks = Block("ticks", json=[])
+        for m in range(4):
+            batch = [
+                ["XAU", START_MS + (m * 3 + i) * 1000, 5e6 if (m, i) == (2, 1) else 5e3 + i]
+                + [None] * 6
+                for i in range(3)
+            ]
+            ticks.add_message(orjson.dumps(batch), len(batch), ("t.ticks", 1, 40 + m, 0))
+        for block in (highs, ticks):
+            block.span = "t.aggregates:0:0-9,t.ticks:1:40-44"
+            block.token = hashlib.sha1(f"{block.table}|{block.span}".encode()).hexdigest()
+        return [highs, ticks]
+
+    for attempt in range(2):
+        refused = [await inserter.insert(block) for block in blocks()]
+        assert [len(r) for r in refused] == [2, 1], attempt
+        assert [r.source for r in refused[0]] == [
+            ("t.aggregates", 0, 2, 0),
+            ("t.aggregates", 0, 7, 0),
+        ]
+        assert refused[1][0].source == ("t.ticks", 1, 42, 1)
+    count = client.command
+    assert await chdb_client.run(count, "SELECT count() FROM tickstream.rolling_highs") == 7
+    assert await chdb_client.run(count, "SELECT count() FROM tickstream.ticks") == 11
+
+
+def test_insert_errors_are_classified_conservatively() -> None:
+    """Only errors positively about the data are quarantined; the rest is retried."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    from sinks.clickhouse_sink import data_error_class
+
+    def raised_by_client() -> Exception:
+        import clickhouse_connect.driver.common as common
+
+        try:
+            common.write_array("q", ["x"], bytearray(), "col")  # a real conversion failure
+        except Exception as real:
+            return real
+        raise AssertionError("the client converted text to Int64")
+
+    assert data_error_class(ConnectionRefusedError("down")) is None
+    assert data_error_class(TimeoutError("slow")) is None
+    assert data_error_class(OperationalError("Error executing HTTP request")) is None
+    assert data_error_class(DatabaseError("Code: 252. TOO_MANY_PARTS", code=252)) is None
+    assert data_error_class(DatabaseError("Code: 241. MEMORY_LIMIT_EXCEEDED", code=241)) is None
+    assert data_error_class(DatabaseError("Code: 60. UNKNOWN_TABLE", code=60)) is None
+    assert data_error_class(DatabaseError("Code: 27. CANNOT_PARSE_INPUT", code=27)) == "parse"
+    assert data_error_class(DatabaseError("Code: 53. (TYPE_MISMATCH)")) == "type"
+    assert data_error_class(OperationalError("x", code=321)) == "range"
+    assert data_error_class(raised_by_client()) == "conversion"
+    # the same Python exception types raised outside the client are not about the data
+    assert data_error_class(ValueError("a bug of ours")) is None
+    assert data_error_class(TypeError("a bug of ours")) is None
