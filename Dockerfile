@@ -27,10 +27,18 @@ COPY --from=build /opt/tickstream /opt/tickstream
 # Faust keeps its local state (<app>-data/) under the working directory: a named volume in compose.
 WORKDIR /data
 USER tickstream:tickstream
-# 9464 = default Prometheus /metrics port (TICKSTREAM_METRICS_PORT); 8765 = gateway websocket.
+# The gateway listens on every interface of the container, so a published port reaches it
+# (`docker run -p 8765:8765 tickstream gateway --tokens T`); the other services serve only
+# /metrics, on all interfaces already (TICKSTREAM_METRICS_PORT).
+ENV TICKSTREAM_GATEWAY_HOST=0.0.0.0
+# 9464 = default Prometheus /metrics port (TICKSTREAM_METRICS_PORT); 8765 = gateway websocket,
+# live board, /healthz and /metrics.
 EXPOSE 9464 8765
-# Liveness: this process's /metrics answers (every service serves it; see tickstream/metrics.py).
+# Liveness whatever the role: TICKSTREAM_HEALTH_URL when set; else healthy when this container
+# answers on /metrics of TICKSTREAM_METRICS_PORT (producer, processor, sink) or on /healthz of
+# TICKSTREAM_GATEWAY_PORT (the gateway, which opens no metrics port; https with its TLS cert).
+# docker-compose.yml gives each service a healthcheck of its own.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=4 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('TICKSTREAM_METRICS_PORT', '9464'), timeout=4)"]
+    CMD ["python", "-c", "import contextlib, os, ssl, sys, urllib.request\nenv = os.environ.get\nscheme = 'https' if env('TICKSTREAM_GATEWAY_TLS_CERT') else 'http'\nurls = [env('TICKSTREAM_HEALTH_URL')] if env('TICKSTREAM_HEALTH_URL') else ['http://127.0.0.1:%s/metrics' % env('TICKSTREAM_METRICS_PORT', '9464'), '%s://127.0.0.1:%s/healthz' % (scheme, env('TICKSTREAM_GATEWAY_PORT', '8765'))]\nfor url in urls:\n    with contextlib.suppress(OSError, ValueError):\n        urllib.request.urlopen(url, timeout=2, context=ssl._create_unverified_context())\n        sys.exit(0)\nsys.exit(1)"]
 ENTRYPOINT ["tickstream"]
 CMD ["--help"]

@@ -44,7 +44,9 @@ def connect(settings: Settings) -> Client:
             "--clickhouse-url / TICKSTREAM_CLICKHOUSE_URL "
             f"{redact_url(settings.clickhouse_url)}: {message}"
         ) from None
-    client.command(f"CREATE DATABASE IF NOT EXISTS {settings.clickhouse_database}")
+    database = settings.clickhouse_database
+    if not int(client.command(f"EXISTS DATABASE {database}")):  # a readonly=1 user may not
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")  # even run IF NOT EXISTS
     return client
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tickstream.redact import redact_url
+
 ENV_PREFIX = "TICKSTREAM_"
 
 
@@ -71,7 +73,7 @@ def normalize_clickhouse_url(url: str, base: Path | None = None) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(
             "clickhouse_url",
-            f"{url!r} is neither chdb:///<dir> nor http(s)://host:port",
+            f"{redact_url(url)!r} is neither chdb:///<dir> nor http(s)://host:port",
         )
     return url
 
@@ -197,11 +199,12 @@ class Settings:
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     namespace: str = "tickstream"
-    clickhouse_url: str = "chdb://./.tickstream/chdb"
+    clickhouse_url: str = field(default="chdb://./.tickstream/chdb", repr=False)  # a password
     clickhouse_database: str = "tickstream"
     partitions: int = 3
     metrics_port: int = 9464
     allowed_lateness_ms: int = 2_000
+    lateness_by_symbol: str = ""  # e.g. "XAU:0;XAG:500": per-symbol allowed lateness (ms)
     sink_batch_rows: int = 50_000
     sink_flush_ms: int = 1_000
     ticks_ttl_days: int = 0
@@ -219,6 +222,7 @@ class Settings:
     divergence_z_open: float = 2.0
     divergence_z_close: float = 1.0
     record_seeds: str = ""
+    sim_rate: float = 20.0  # `tickstream run`: the simulated market's ticks/s (0 = unpaced)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     def __post_init__(self) -> None:
@@ -243,9 +247,19 @@ class Settings:
             raise ConfigError("allowed_lateness_ms", "must be >= 0")
         if self.ticks_ttl_days < 0:
             raise ConfigError("ticks_ttl_days", "must be 0 (keep forever) or a number of days")
+        if not 0 <= self.sim_rate < float("inf"):  # NaN fails too
+            raise ConfigError(
+                "sim_rate", f"must be ticks/s >= 0 (0 = as fast as possible), got {self.sim_rate}"
+            )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", "must be 0 (off) or a TCP port")
-        for name in ("rolling_windows", "level_steps", "sync_groups", "divergence_pairs"):
+        for name in (
+            "rolling_windows",
+            "level_steps",
+            "sync_groups",
+            "divergence_pairs",
+            "lateness_by_symbol",
+        ):
             getattr(self, f"parsed_{name}")()
         if not 0 <= self.level_hysteresis < 1:
             raise ConfigError("level_hysteresis", "must be in [0, 1), e.g. 0.001 for 0.1%")
@@ -271,6 +285,16 @@ class Settings:
             out[label] = int(match[1]) * _UNIT_MS[match[2]]
         if not out:
             raise ConfigError("rolling_windows", "name at least one window")
+        return out
+
+    def parsed_lateness_by_symbol(self) -> dict[str, int]:
+        """'XAU:0;XAG:500' -> {'XAU': 0, 'XAG': 500}: symbols whose lateness is not the default."""
+        out: dict[str, int] = {}
+        for item in _items(self.lateness_by_symbol, ";"):
+            symbol, sep, value = item.partition(":")
+            if not sep or not symbol.strip() or not value.strip().isdigit():
+                raise ConfigError("lateness_by_symbol", f"{item!r} is not like XAU:0 (ms >= 0)")
+            out[symbol.strip()] = int(value)
         return out
 
     def parsed_level_steps(self) -> dict[str, tuple[float, ...]]:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
-from dataclasses import fields
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from tickstream import metrics
-from tickstream.settings import Settings, envvar
+from tickstream.settings import default_of, envvar, setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -42,6 +42,13 @@ DASHBOARDS = {
     "markets": DEPLOY / "grafana" / "dashboards" / "markets.json",
 }
 TICKSTREAM_SERVICES = ("producer", "processor", "sink", "gateway")
+CLICKHOUSE_USERS = DEPLOY / "clickhouse" / "users.d" / "tickstream.xml"
+CLICKHOUSE_CONFIG = DEPLOY / "clickhouse" / "config.d" / "access-control.xml"
+ENV_EXAMPLE = ROOT / ".env.example"
+# The setting whose port serves each service's /metrics: the gateway's are on its desk port.
+METRICS_PORT_SETTING = {"gateway": "gateway.port"}
+# The ClickHouse user of each service that talks to ClickHouse; the others get no credentials.
+CLICKHOUSE_ROLE = {"sink": "tickstream_writer", "processor": "tickstream_reader"}
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -383,39 +390,201 @@ def test_compose_services_are_complete() -> None:
                 assert source in named, f"volume {source} is not declared"
 
 
-def test_compose_env_uses_only_real_settings() -> None:
-    known = {envvar(f.name) for f in fields(Settings)}
-    used: dict[str, set[str]] = {}
+def command_envvars(command: list[str]) -> set[str]:
+    """The environment variables `tickstream COMMAND...` reads: its options' and its groups'."""
+    import click
+
+    from cli.main import _register, cli
+
+    def read_by(node: click.Command) -> set[str]:
+        return {p.envvar for p in node.params if isinstance(p.envvar, str)}
+
+    _register()
+    node: click.Command = cli
+    names = read_by(node)
+    for word in command:
+        if not isinstance(node, click.Group) or word not in node.commands:
+            break
+        node = node.commands[word]
+        names |= read_by(node)
+    return names
+
+
+def test_compose_env_names_settings_the_command_reads() -> None:
+    """A TICKSTREAM_* variable no option reads would be silently ignored: a setting that is
+    not one, or one the service's command does not take (the producer has no ClickHouse)."""
+    settings = {envvar(name) for name in setting_names()}  # the gateway section's included
+    used = 0
     for name, svc in compose()["services"].items():
         env = svc.get("environment") or {}
         if isinstance(env, list):
             env = dict(item.split("=", 1) for item in env)
-        for key in env:
-            if key.startswith("TICKSTREAM_"):
-                used.setdefault(key, set()).add(name)
+        ours = [key for key in env if key.startswith("TICKSTREAM_")]
+        used += len(ours)
+        if not ours:
+            continue
+        assert name in TICKSTREAM_SERVICES, f"{name} is given tickstream settings: {ours}"
+        reads = command_envvars(svc["command"])
+        unknown = sorted(set(ours) - settings)
+        assert not unknown, f"{name}: not settings in tickstream/settings.py: {unknown}"
+        ignored = sorted(set(ours) - reads)
+        assert not ignored, f"{name}: `tickstream {' '.join(svc['command'])}` ignores {ignored}"
     assert used, "no TICKSTREAM_* variable in docker-compose.yml"
-    unknown = {k: sorted(v) for k, v in used.items() if k not in known}
-    assert not unknown, f"not settings in tickstream/settings.py: {unknown}"
 
 
-def test_compose_metrics_ports_match_prometheus_targets() -> None:
+def _served_port(service: dict[str, Any], name: str) -> int:
+    """The port of the service's /metrics: its setting's value in compose, else the default."""
+    setting = METRICS_PORT_SETTING.get(name, "metrics_port")
+    return int(service["environment"].get(envvar(setting), default_of(setting)))
+
+
+def test_prometheus_scrapes_the_port_each_service_serves_metrics_on() -> None:
     services = compose()["services"]
-    targets = {
-        target
-        for job in load_yaml(PROM_CONFIG)["scrape_configs"]
-        for static in job.get("static_configs", [])
-        for target in static["targets"]
-    }
-    ports = set()
+    jobs = {job["job_name"]: job for job in load_yaml(PROM_CONFIG)["scrape_configs"]}
+    scraped: dict[str, list[str]] = {}
+    for job in jobs.values():
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host = target.rsplit(":", 1)[0]
+                scraped.setdefault(host, []).append(target)
     for name in TICKSTREAM_SERVICES:
         env = services[name]["environment"]
         assert env["TICKSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["TICKSTREAM_CLICKHOUSE_URL"].startswith("http")
-        assert "@clickhouse:8123" in env["TICKSTREAM_CLICKHOUSE_URL"]
-        port = int(env["TICKSTREAM_METRICS_PORT"])
-        ports.add(port)
-        assert f"{name}:{port}" in targets, f"Prometheus does not scrape {name}:{port}"
-    assert len(ports) == len(TICKSTREAM_SERVICES), "each service gets its own metrics port"
+        port = _served_port(services[name], name)
+        assert port, f"{name} serves no metrics"
+        assert scraped.get(name) == [f"{name}:{port}"], (
+            f"Prometheus should scrape {name}:{port} once, scrapes {scraped.get(name)}"
+        )
+        assert jobs[name].get("metrics_path", "/metrics") == "/metrics"
+    assert set(scraped) <= {*TICKSTREAM_SERVICES, "localhost"}, scraped
+    ports = [_served_port(services[n], n) for n in TICKSTREAM_SERVICES]
+    assert len(set(ports)) == len(ports), "each service gets its own metrics port"
+
+
+def _required_variables() -> set[str]:
+    """Variables of docker-compose.yml written ${NAME:?message}: compose stops without them."""
+    return set(re.findall(r"\$\{(\w+):\?", COMPOSE_FILE.read_text()))
+
+
+def test_secrets_are_required_never_defaulted() -> None:
+    text = COMPOSE_FILE.read_text()
+    secret = re.compile(r"PASSWORD|TOKEN|SECRET", re.I)
+    references = re.findall(r"\$\{(\w+)(:?[-?+]?)", text)
+    for name, how in references:
+        if secret.search(name):
+            assert how == ":?", f"${{{name}}} must be ${{{name}:?message}}: required, no default"
+    required = _required_variables()
+    assert {
+        "CLICKHOUSE_ADMIN_PASSWORD",
+        "CLICKHOUSE_WRITER_PASSWORD",
+        "CLICKHOUSE_READER_PASSWORD",
+        "CLICKHOUSE_ANALYST_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "GATEWAY_TOKENS",
+    } <= required
+    for name in required:  # the message says what to set and where
+        for message in re.findall(r"\$\{" + name + r":\?([^}]*)\}", text):
+            assert name in message and ".env" in message, message
+    # .env.example lists exactly the required variables, each empty: a copy left unedited
+    # stops compose instead of starting with a guessable password.
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    assert set(example) == required
+    assert all(value == "" for value in example.values()), example
+
+
+def test_each_service_gets_only_the_credentials_of_its_role() -> None:
+    services = compose()["services"]
+    for name in TICKSTREAM_SERVICES:
+        env = services[name]["environment"]
+        url = env.get("TICKSTREAM_CLICKHOUSE_URL")
+        role = CLICKHOUSE_ROLE.get(name)
+        if role is None:
+            assert url is None, f"{name} never uses ClickHouse and must get no credentials"
+            assert not [k for k in env if "CLICKHOUSE" in k or "PASSWORD" in k], name
+            continue
+        match = re.fullmatch(r"http://(\w+):\$\{(\w+):\?[^}]*\}@clickhouse:8123", url)
+        assert match, f"{name}: {url}"
+        assert match[1] == role, f"{name} connects as {match[1]}, not {role}"
+        assert env["TICKSTREAM_CLICKHOUSE_DATABASE"] == "tickstream"  # the users' grants
+        password = services["clickhouse"]["environment"]
+        assert f"${{{match[2]}:?" in password[_password_variable(role)], (name, match[2])
+    grafana = services["grafana"]["environment"]
+    assert grafana["CLICKHOUSE_USER"] == "analyst"
+    assert grafana["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_ANALYST_PASSWORD:?")
+    clickhouse = services["clickhouse"]["environment"]
+    assert clickhouse["CLICKHOUSE_USER"] != "default"  # the image then drops `default`
+    assert clickhouse["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_ADMIN_PASSWORD:?")
+    # the ClickHouse healthcheck needs no password on a command line
+    assert "password" not in str(services["clickhouse"]["healthcheck"]).lower()
+
+
+def _users_xml() -> ET.Element:
+    return ET.parse(CLICKHOUSE_USERS).getroot()
+
+
+def _password_variable(user: str) -> str:
+    (password,) = _users_xml().findall(f"users/{user}/password")
+    return password.attrib["from_env"]
+
+
+def _grants(user: str) -> list[str]:
+    return [
+        " ".join((q.text or "").split()) for q in _users_xml().findall(f"users/{user}/grants/query")
+    ]
+
+
+def test_clickhouse_users_hold_their_role_and_no_more() -> None:
+    root = _users_xml()
+    users = {u.tag for u in root.findall("users/*")}
+    assert users == {*CLICKHOUSE_ROLE.values(), "analyst"}
+    for user in users:  # no password in the file; the service's environment has it
+        assert root.find(f"users/{user}/password").text is None
+        variable = _password_variable(user)
+        assert variable in compose()["services"]["clickhouse"]["environment"], variable
+        assert _grants(user), f"{user} without grants would have every privilege"
+    profile = root.find("profiles/tickstream_analyst")
+    assert root.find("users/analyst/profile").text == "tickstream_analyst"
+    assert profile.find("readonly").text == "1"  # not 2: no setting may change
+    assert profile.find("final").text == "1"
+    constraints = profile.find("constraints")
+    assert constraints.find("final/readonly") is not None
+    assert constraints.find("max_memory_usage/readonly") is not None
+    for setting in constraints:  # only bounded settings may change in readonly mode
+        if setting.find("changeable_in_readonly") is not None:
+            assert setting.find("min") is not None and setting.find("max") is not None
+    assert _grants("analyst") == ["GRANT SELECT ON tickstream.*"]
+    reader = _grants("tickstream_reader")
+    assert "GRANT SELECT ON tickstream.*" in reader
+    for grant in reader:
+        assert re.fullmatch(r"GRANT (SELECT|CREATE DATABASE) ON tickstream\.\*", grant), grant
+    writer = " ".join(_grants("tickstream_writer"))
+    for needed in ("INSERT", "CREATE TABLE", "CREATE VIEW", "ALTER", "OPTIMIZE"):
+        assert needed in writer, f"the sink needs {needed}"
+    assert "ALL" not in writer.split() and "*.*" not in writer
+    config = ET.parse(CLICKHOUSE_CONFIG).getroot()
+    assert (
+        config.find("access_control_improvements/settings_constraints_replace_previous").text
+        == "true"
+    )
+    mounts = compose()["services"]["clickhouse"]["volumes"]
+    for path, where in ((CLICKHOUSE_USERS, "users.d"), (CLICKHOUSE_CONFIG, "config.d")):
+        mount = f"./{path.relative_to(ROOT)}:/etc/clickhouse-server/{where}/{path.name}:ro"
+        assert mount in mounts, mount
+
+
+def test_gateway_is_reachable_through_its_published_port() -> None:
+    gateway = compose()["services"]["gateway"]
+    env = gateway["environment"]
+    assert env["TICKSTREAM_GATEWAY_HOST"] == "0.0.0.0"
+    port = env["TICKSTREAM_GATEWAY_PORT"]
+    assert gateway["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert env["TICKSTREAM_GATEWAY_TOKENS"].startswith("${GATEWAY_TOKENS:?")
+    assert "/healthz" in " ".join(gateway["healthcheck"]["test"])
+    assert "TICKSTREAM_GATEWAY_PORT" in " ".join(gateway["healthcheck"]["test"])
 
 
 def test_compose_mounts_match_prometheus_and_grafana_paths() -> None:
@@ -442,12 +611,19 @@ def _compose_cli() -> list[str] | None:
     return None
 
 
-def test_compose_cli_accepts_the_file() -> None:
+def test_compose_cli_accepts_the_file(tmp_path: Path) -> None:
+    """With every required secret set (test_compose_services.py checks the missing ones)."""
     cli = _compose_cli()
     if cli is None:
         pytest.skip("no compose implementation (docker compose / docker-compose) installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    proc = _run([*cli, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT, env=env)
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{name}=x{i}\n" for i, name in enumerate(_required_variables())))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "CLICKHOUSE_"))}
+    proc = _run(
+        [*cli, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
+        cwd=ROOT,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
