@@ -1,5 +1,7 @@
 # The two commands a newcomer needs:  make run  (main job, embedded)  and  make test.
 # Each installs what it needs itself: virtual environment, Python packages, Kafka jars.
+# Afterwards `. .venv/bin/activate` (once per shell) puts `tickstream` on PATH, as the
+# README's commands and the run's start-up banner assume (or type .venv/bin/tickstream).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -42,6 +44,9 @@ bench: setup
 	$(BIN)/tickstream bench analytics
 	$(BIN)/tickstream bench publisher
 
+# Stops a local broker left on 127.0.0.1:9092 and deletes .tickstream/ (the default chDB
+# directory, the local broker's storage, Faust data, record seeds) and the test caches;
+# keeps .venv and the broker's jars (.cache/kafka).
 clean:
 	-scripts/kafka-local.sh down
 	rm -rf .tickstream .pytest_cache .hypothesis

@@ -39,8 +39,13 @@ def _quiet_kafka_start_up(record: logging.LogRecord) -> bool:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tickstream")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Debug log output (-vv: also the Kafka client's normal start-up errors).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only (no INFO lines).")
 def cli(verbose: int, quiet: bool) -> None:
     """tickstream: market ticks through Kafka and Faust into ClickHouse, with Prometheus metrics.
 

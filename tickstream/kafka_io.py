@@ -35,18 +35,7 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
         NewTopic(topics.quarantine, 1, 1, topic_configs={"retention.ms": str(30 * 86_400_000)}),
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    for attempt in range(attempts):
-        try:
-            await admin.start()
-            break
-        except KafkaConnectionError:
-            if attempt == attempts - 1:
-                raise ConfigError(
-                    "kafka_bootstrap",
-                    f"no Kafka broker answers at {settings.kafka_bootstrap} "
-                    f"(tried for {attempts} s; `tickstream kafka up` starts a local one)",
-                ) from None
-            await asyncio.sleep(1)
+    await _connect(admin, settings.kafka_bootstrap, attempts)
     try:
         existing = set(await admin.list_topics())
         await _check_partitions(admin, settings, [t.name for t in data if t.name in existing])
@@ -58,6 +47,56 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
             await _wait_for_leaders(admin, [t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def _connect(admin: AIOKafkaAdminClient, bootstrap: str, attempts: int) -> None:
+    """Start ``admin``, retrying once a second; say at once, in one line, that it waits.
+
+    The line comes at the first refused attempt, or after a second when the first one
+    hangs (a host that drops packets). While waiting, aiokafka's own "Unable connect to"
+    error of every attempt is left out: the waiting line and the final error say it.
+    """
+    waiting = False
+
+    def say_waiting() -> None:
+        nonlocal waiting
+        if not waiting:
+            waiting = True
+            log.warning(
+                "waiting for a Kafka broker at %s: none answers yet; trying for up to %d s "
+                "(`tickstream kafka up` starts a local one)",
+                bootstrap,
+                attempts,
+            )
+
+    loop = asyncio.get_running_loop()
+    slow_first = loop.call_later(1.0, say_waiting)
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addFilter(_unable_to_connect)
+    try:
+        for attempt in range(attempts):
+            try:
+                await admin.start()
+                if waiting:
+                    log.info("the Kafka broker at %s answers", bootstrap)
+                return
+            except KafkaConnectionError:
+                if attempt == attempts - 1:
+                    raise ConfigError(
+                        "kafka_bootstrap",
+                        f"no Kafka broker answers at {bootstrap} "
+                        f"(tried for {attempts} s; `tickstream kafka up` starts a local one)",
+                    ) from None
+                say_waiting()
+                await asyncio.sleep(1)
+    finally:
+        slow_first.cancel()
+        aiokafka_log.removeFilter(_unable_to_connect)
+
+
+def _unable_to_connect(record: logging.LogRecord) -> bool:
+    """Drop aiokafka's per-attempt connection error while ``_connect`` waits."""
+    return not record.getMessage().startswith("Unable connect to")
 
 
 async def _check_partitions(
