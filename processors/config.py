@@ -16,6 +16,7 @@ def analytics_config(
 ) -> AnalyticsConfig:
     return AnalyticsConfig(
         allowed_lateness_ms=settings.allowed_lateness_ms,
+        lateness_ms_by_symbol=settings.parsed_lateness_by_symbol(),
         rolling=RollingConfig(settings.parsed_rolling_windows()),
         records=RecordConfig(
             level_steps=settings.parsed_level_steps(),

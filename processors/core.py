@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -30,6 +30,7 @@ from tickstream.contracts import (
     DeadLetter,
     EndOfInput,
     OutputRow,
+    SignalEvent,
     decode_ticks_message,
     encode_end_of_input,
     encode_ticks,
@@ -62,8 +63,15 @@ class StepOutput:
 
 
 class ProcessorCore:
-    def __init__(self, topics: Topics, config: AnalyticsConfig, output_partitions: int) -> None:
+    def __init__(
+        self,
+        topics: Topics,
+        config: AnalyticsConfig,
+        output_partitions: int,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
         self.topics = topics
+        self.clock_ms = clock_ms  # the signal events' emission time (injected in tests)
         self.analytics = Analytics(config)
         self.output_partitions = output_partitions
         self.applied: dict[int, int] = {}  # ticks-topic partition -> last offset in the state
@@ -86,14 +94,16 @@ class ProcessorCore:
             if decoded.control is not None and self._eof(decoded.control):
                 finished.append(decoded.control.run_id)
         if ticks:
-            newest_recv = self._count(ticks)
-            result = self.analytics.update(ticks)
-            self._publish(result.rows, result.late, out)
-            _observe_signal_latency(result.rows, newest_recv)
+            self._count(ticks)
+            result = self.analytics.update(ticks, now_ms=self.clock_ms())
+            # signal events first: a provisional signal is what a desk waits for
+            self._publish([*result.events, *result.rows], result.late, out)
+            _observe_signal_latency(result.events)
             self._report_open_windows()
         for run_id in finished:
-            flushed = self.analytics.flush()
-            self._publish(flushed.rows, flushed.late, out)
+            flushed = self.analytics.flush(now_ms=self.clock_ms())
+            self._publish([*flushed.events, *flushed.rows], flushed.late, out)
+            _observe_signal_latency(flushed.events)
             for topic in self.topics.processor_outputs():
                 for p in range(self.output_partitions):
                     marker = encode_end_of_input(run_id, p, self.output_partitions)
@@ -152,8 +162,8 @@ class ProcessorCore:
             )
 
     @staticmethod
-    def _count(ticks: list[Tick]) -> dict[str, int]:
-        """Per-batch metrics, latency sampled on each symbol's last tick; its recv_ms by symbol."""
+    def _count(ticks: list[Tick]) -> None:
+        """Per-batch metrics, latency sampled on each symbol's last tick."""
         per_symbol: Counter[str] = Counter()
         newest: dict[str, int] = {}
         last: dict[str, Tick] = {}
@@ -170,7 +180,6 @@ class ProcessorCore:
             recv_ms = last[symbol].recv_ms
             if recv_ms is not None:
                 metrics.E2E_LATENCY.labels("processor").observe(max(0.0, now_s - recv_ms / 1000))
-        return {s: t.recv_ms for s, t in last.items() if t.recv_ms is not None}
 
     def snapshot(self) -> bytes:
         return orjson.dumps(
@@ -189,20 +198,12 @@ class ProcessorCore:
         self.analytics.restore(state["analytics"])
 
 
-def _observe_signal_latency(rows: list[OutputRow], newest_recv: dict[str, int]) -> None:
-    """A signal's latency: from receipt of the tick that made it final, and from its event time.
-
-    The tick that completes a signal is the newest of its symbol in the batch (for a pair,
-    either symbol's), since kernels emit only once the watermark has passed.
-    """
-    now_s = time.time()
-    for row in rows:
-        spec = row.SPEC
-        if not spec.is_signal:
-            continue
-        recv = [newest_recv[s] for s in row.symbols if s in newest_recv]
-        if recv:
-            metrics.E2E_LATENCY.labels("signal").observe(max(0.0, now_s - max(recv) / 1000))
-        event_ms = spec.event_ts(row.to_doc())
-        if event_ms:
-            metrics.EVENT_LAG.labels("signal").observe(max(0.0, now_s - event_ms / 1000))
+def _observe_signal_latency(events: list[SignalEvent]) -> None:
+    """A signal's latency from the producer's receipt of the tick that *caused* it (not the
+    tick that released it at the watermark), by status; and its event-time lag."""
+    now_ms = time.time_ns() // 1_000_000
+    for event in events:
+        if event.recv_ms is not None:
+            stage = f"signal_{event.status}"
+            metrics.E2E_LATENCY.labels(stage).observe(max(0, now_ms - event.recv_ms) / 1000)
+        metrics.EVENT_LAG.labels("signal").observe(max(0, now_ms - event.ts_ms) / 1000)

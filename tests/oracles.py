@@ -389,3 +389,81 @@ def _div_row(pair, metric, w, closed, close) -> Row:  # noqa: ANN001
         "z_open_value": w[3],
         "z_peak": w[6],
     }
+
+
+# -- rolling breaks ----------------------------------------------------------------------
+
+
+def rolling_break_rows(
+    symbol: str, tick: Tick, earlier: Sequence[Tick], windows_ms: Mapping[str, int]
+) -> list[Row]:
+    """The rolling breaks of one tick against the ticks before it, straight from the
+    definition: every earlier tick stamped in (t - W, t], compared one by one."""
+    rows: list[Row] = []
+    for record in ("new_high", "new_low"):
+        for label, window in sorted(windows_ms.items(), key=lambda kv: kv[1]):
+            inside = [e for e in earlier if tick.ts_ms - window < e.ts_ms <= tick.ts_ms]
+            if not inside:
+                continue
+            best = max(e.price for e in inside) if record == "new_high" else min(
+                e.price for e in inside
+            )
+            beats = tick.price > best if record == "new_high" else tick.price < best
+            if not beats:
+                continue
+            rows.append(
+                {
+                    "kind": "rolling_break",
+                    "symbol": symbol,
+                    "window": label,
+                    "record": record,
+                    "ts_ms": tick.ts_ms,
+                    "price": tick.price,
+                    "prev": best,
+                    "prev_ts_ms": max(e.ts_ms for e in inside if e.price == best),
+                }
+            )
+    return rows
+
+
+def rolling_breaks_oracle(streams: Streams, windows_ms: Mapping[str, int]) -> list[Row]:
+    """Each symbol's ticks in event order; every tick against all the ticks before it."""
+    rows: list[Row] = []
+    for symbol, ticks in streams.items():
+        for i, tick in enumerate(ticks):
+            rows.extend(rolling_break_rows(symbol, tick, ticks[:i], windows_ms))
+    return rows
+
+
+# -- arrivals out of order ----------------------------------------------------------------
+
+
+def accepted_in_event_order(
+    arrivals: Sequence[Tick], lateness: Callable[[str], int]
+) -> tuple[Streams, list[Tick]]:
+    """The ordering stage's rules by brute force: a tick is late when older than its
+    symbol's newest earlier tick minus the lateness; the rest per symbol in (ts, arrival)
+    order. Returns (accepted streams, late ticks)."""
+    newest: dict[str, int] = {}
+    kept: dict[str, list[tuple[int, int, Tick]]] = {}
+    late: list[Tick] = []
+    for n, t in enumerate(arrivals):
+        m = newest.get(t.symbol)
+        if m is not None and t.ts_ms < m - lateness(t.symbol):
+            late.append(t)
+            continue
+        newest[t.symbol] = t.ts_ms if m is None else max(m, t.ts_ms)
+        kept.setdefault(t.symbol, []).append((t.ts_ms, n, t))
+    streams = {s: [t for _, _, t in sorted(v, key=lambda e: (e[0], e[1]))] for s, v in kept.items()}
+    return streams, late
+
+
+def jumble(ticks: Sequence[Tick], rnd: random.Random, share: float, reach: int) -> list[Tick]:
+    """Arrival order with some ticks moved up to ``reach`` places later (earlier-stamped
+    ticks arriving after later-stamped ones)."""
+    out = list(ticks)
+    for i in range(len(out)):
+        if rnd.random() < share:
+            j = min(len(out) - 1, i + rnd.randint(1, reach))
+            out.insert(j, out.pop(i))
+    return out

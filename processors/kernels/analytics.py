@@ -2,7 +2,15 @@
 
 This is what the Faust agent, the benchmarks and the replay tests drive; it
 knows nothing of Kafka. ``update`` takes ticks in arrival order and returns the
-rows to publish plus the ticks that came too late.
+rows to publish, the ticks that came too late, and the desk's signal events.
+
+Two paths, one truth (live.py): every accepted tick is evaluated on arrival and its
+signals go out at once as ``provisional`` events; the exact kernels then decide at the
+watermark, and each provisional id is ``confirmed`` (with the exact row) or
+``retracted`` (with a reason); exact signals nobody announced come out ``confirmed``
+with ``announced`` 0. The exact rows themselves are in ``rows`` as before.
+
+Time is injected: ``now_ms`` stamps the events (``emitted_ms``); 0 when not given.
 """
 
 from __future__ import annotations
@@ -12,11 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from processors.kernels.divergence import DivergenceConfig, DivergenceKernel
+from processors.kernels.live import LiveSignals
 from processors.kernels.ohlc import OhlcConfig, OhlcKernel
 from processors.kernels.ordering import Reorderer
 from processors.kernels.records import RecordConfig, RecordKernel
-from processors.kernels.rolling import RollingConfig, RollingKernel
-from tickstream.contracts import OutputRow
+from processors.kernels.rolling import RollingConfig
+from processors.kernels.rolling_breaks import RollingBreakKernel
+from tickstream.contracts import OutputRow, SignalEvent
 from tickstream.model import Tick
 
 
@@ -34,7 +44,11 @@ class Kernel(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsConfig:
+    """``allowed_lateness_ms`` is the default; ``lateness_ms_by_symbol`` overrides it per
+    symbol (0 for a feed known to arrive in order: its signals confirm with the tick)."""
+
     allowed_lateness_ms: int = 2_000
+    lateness_ms_by_symbol: Mapping[str, int] = field(default_factory=dict)
     ohlc: OhlcConfig = field(default_factory=OhlcConfig)
     rolling: RollingConfig = field(default_factory=RollingConfig)
     records: RecordConfig = field(default_factory=RecordConfig)
@@ -45,43 +59,59 @@ class AnalyticsConfig:
 class StepResult:
     rows: list[OutputRow]
     late: list[Tick]
+    events: list[SignalEvent] = field(default_factory=list)
 
 
 class Analytics:
-    """The event-time ordering stage followed by every kernel, in a fixed order."""
+    """The event-time ordering stage followed by every kernel, in a fixed order, and the
+    live stage that announces signals before the kernels confirm them."""
 
     def __init__(self, config: AnalyticsConfig | None = None) -> None:
         self.config = config or AnalyticsConfig()
-        self.ordering = Reorderer(self.config.allowed_lateness_ms)
+        self.ordering = Reorderer(
+            self.config.allowed_lateness_ms, self.config.lateness_ms_by_symbol
+        )
+        # one pair of staircases per symbol serves the rolling highs and the rolling breaks
+        rolling = RollingBreakKernel(self.config.rolling, highs=True)
+        records = RecordKernel(self.config.records)
         self.kernels: dict[str, Kernel] = {
             "ohlc": OhlcKernel(self.config.ohlc),
-            "rolling": RollingKernel(self.config.rolling),
-            "records": RecordKernel(self.config.records),
+            "rolling": rolling,  # type: ignore[dict-item]
+            "records": records,
             "divergence": DivergenceKernel(self.config.divergence),
         }
+        self.live = LiveSignals(records, rolling, self.ordering)
 
-    def update(self, ticks: Iterable[Tick]) -> StepResult:
-        released, late = self.ordering.push(ticks)
+    def update(self, ticks: Iterable[Tick], now_ms: int = 0) -> StepResult:
+        live = self.live
+        live.now_ms = now_ms
+        late = self.ordering.accept(ticks, live)  # provisional signals, on arrival
+        live.announce_syncs()
+        released = self.ordering.release()
         watermarks = self.ordering.watermarks()
         rows: list[OutputRow] = []
         for kernel in self.kernels.values():
             rows.extend(kernel.update(released, watermarks))
-        return StepResult(rows, late)
+        return StepResult(rows, late, live.settle(rows, released, watermarks, now_ms))
 
-    def flush(self) -> StepResult:
-        """End of input: release every held tick and emit what is still open."""
+    def flush(self, now_ms: int = 0) -> StepResult:
+        """End of input: release every held tick and emit what is still open; every
+        provisional signal is confirmed or retracted."""
+        self.live.now_ms = now_ms
+        self.live.announce_syncs(final=True)
         watermarks = self.ordering.watermarks()
         released = self.ordering.flush()
         rows: list[OutputRow] = []
         for kernel in self.kernels.values():
             rows.extend(kernel.update(released, watermarks))
             rows.extend(kernel.flush())
-        return StepResult(rows, [])
+        return StepResult(rows, [], self.live.settle(rows, released, None, now_ms))
 
     def snapshot(self) -> dict[str, Any]:
         return {
             "ordering": self.ordering.snapshot(),
             "kernels": {name: k.snapshot() for name, k in self.kernels.items()},
+            "live": self.live.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -89,3 +119,4 @@ class Analytics:
         for name, kernel in self.kernels.items():
             if name in state["kernels"]:
                 kernel.restore(state["kernels"][name])
+        self.live.restore(state.get("live"))

@@ -2,27 +2,62 @@
 
 Every kernel downstream sees each symbol's ticks in (ts_ms, arrival) order, so
 its result does not depend on how ticks were batched or partitioned. The price
-is latency: a tick is released only once a tick at least ``allowed_lateness_ms``
-newer has been seen for its symbol (or on flush).
+is latency: a tick is released only once its symbol's watermark has reached it
+(or on flush).
 
-Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far:
-- a tick is *late* iff ``ts_ms < max_ts - allowed_lateness_ms`` or ``ts_ms <= floor``,
-  where ``floor`` is the newest ts_ms released by a flush (a flushed instant is final: a
+Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far and ``lateness`` the
+symbol's allowed lateness (``lateness_by_symbol[symbol]``, else ``allowed_lateness_ms``):
+- the *watermark* is ``max(max_ts - lateness, floor)``: no tick stamped before it will
+  be accepted any more;
+- a tick is *late* iff ``ts_ms < max_ts - lateness`` or ``ts_ms <= floor``, where
+  ``floor`` is the newest ts_ms released by a flush (a flushed instant is final: a
   second copy of its last tick, as in a second replay of a file, must not count twice);
   late ticks are returned apart;
-- other ticks are held and released once ``ts_ms < max_ts - allowed_lateness_ms``.
+- other ticks are held and released once ``ts_ms <= watermark``. A tick stamped exactly
+  at the watermark may still arrive, but it sorts after those released (same ts_ms,
+  later arrival), so releasing them is exact. With lateness 0 an in-order feed is
+  therefore released, and its signals confirmed, with the tick that makes them.
+
+Per-symbol lateness: a feed known to be in order (one venue, one connection) can run at
+0 while a merged or multi-partition feed keeps a margin; the watermarks, and so every
+kernel's emission, follow each symbol's own setting.
+
+The live stage (live.py) sees every accepted tick on arrival through an optional
+``ArrivalWatcher``: this loop is the one every tick passes through, so it also sorts out
+the arrivals the watcher must evaluate. Per symbol the watcher leaves a *quiet band*
+(an open price interval and a time limit) inside which an in-order arrival can change
+no provisional signal; such a tick costs one comparison here. Out-of-order arrivals,
+and those outside the band, are handed to the watcher before they are held.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-from collections.abc import Iterable
+from bisect import bisect_right, insort
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tickstream.model import Tick
 
 END_OF_TIME_MS = 2**62
+
+Held = list[tuple[int, int, Tick, float]]
+"""A symbol's held ticks as (ts_ms, arrival number, tick, price), sorted: event order
+((ts_ms, arrival) is unique, so ticks and prices are never compared)."""
+
+Band = tuple[float, float, int]
+"""A quiet band: (low, high, until_ms); an in-order arrival with low < price < high and
+ts_ms < until_ms needs no evaluation."""
+
+LOUD: Band = (float("inf"), float("-inf"), -END_OF_TIME_MS)
+"""The band that lets nothing through quietly (the state before the watcher set one)."""
+
+
+class ArrivalWatcher(Protocol):
+    def arrive(self, tick: Tick, arrival: int, held: Held, newest_ms: int) -> Band:
+        """Evaluate an accepted arrival (not yet held: ``held`` is what came before it);
+        ``newest_ms`` is the symbol's max ts_ms including it. Returns the new quiet band."""
+        ...
 
 
 class Released(list[Tick]):
@@ -44,60 +79,110 @@ class Released(list[Tick]):
 @dataclass(slots=True)
 class _SymbolClock:
     max_ts_ms: int
+    lateness_ms: int
     floor_ms: int = -END_OF_TIME_MS
-    held: list[tuple[int, int, Tick]] = field(default_factory=list)
+    held: Held = field(default_factory=list)
+    # the watcher's quiet band (see ArrivalWatcher); not state: a restored clock is loud
+    quiet_lo: float = LOUD[0]
+    quiet_hi: float = LOUD[1]
+    quiet_until: int = LOUD[2]
 
 
 class Reorderer:
     """Holds ticks until their symbol's watermark passes them; sets late ones apart."""
 
-    def __init__(self, allowed_lateness_ms: int) -> None:
-        if allowed_lateness_ms < 0:
-            raise ValueError("allowed_lateness_ms must be >= 0")
+    def __init__(
+        self, allowed_lateness_ms: int, lateness_by_symbol: Mapping[str, int] | None = None
+    ) -> None:
+        by_symbol = dict(lateness_by_symbol or {})
+        if allowed_lateness_ms < 0 or any(v < 0 for v in by_symbol.values()):
+            raise ValueError("allowed lateness must be >= 0 ms")
         self.allowed_lateness_ms = allowed_lateness_ms
+        self.lateness_by_symbol = by_symbol
         self._clocks: dict[str, _SymbolClock] = {}
+        self._touched: dict[str, _SymbolClock] = {}
         self._arrivals = 0
 
+    def lateness_of(self, symbol: str) -> int:
+        return self.lateness_by_symbol.get(symbol, self.allowed_lateness_ms)
+
     def watermarks(self) -> dict[str, int]:
-        lateness = self.allowed_lateness_ms
-        return {s: max(c.max_ts_ms - lateness, c.floor_ms) for s, c in self._clocks.items()}
+        return {s: max(c.max_ts_ms - c.lateness_ms, c.floor_ms) for s, c in self._clocks.items()}
+
+    def newest(self, symbol: str) -> int | None:
+        """The newest ts_ms accepted for a symbol (None before its first tick)."""
+        clock = self._clocks.get(symbol)
+        return None if clock is None else clock.max_ts_ms
+
+    def held(self, symbol: str) -> Held:
+        """The symbol's held ticks in event order (read-only: the live stage's view)."""
+        clock = self._clocks.get(symbol)
+        return [] if clock is None else clock.held
+
+    def set_quiet(self, symbol: str, band: Band) -> None:
+        clock = self._clocks.get(symbol)
+        if clock is not None:
+            clock.quiet_lo, clock.quiet_hi, clock.quiet_until = band
 
     def push(self, ticks: Iterable[Tick]) -> tuple[list[Tick], list[Tick]]:
         """Take ticks in arrival order; return (released in order, late)."""
+        late = self.accept(ticks)
+        return self.release(), late
+
+    def accept(self, ticks: Iterable[Tick], watcher: ArrivalWatcher | None = None) -> list[Tick]:
+        """Take ticks in arrival order and hold them; return the late ones.
+
+        With a watcher, every accepted out-of-order tick and every in-order tick outside
+        its symbol's quiet band is handed to ``watcher.arrive`` first, in arrival order.
+        """
         late: list[Tick] = []
-        touched: dict[str, _SymbolClock] = {}
+        touched = self._touched
         clocks = self._clocks
-        lateness = self.allowed_lateness_ms
+        get = clocks.get
         arrivals = self._arrivals
+        watch = watcher is not None
         for tick in ticks:
             ts = tick.ts_ms
             symbol = tick.symbol
-            clock = clocks.get(symbol)
+            clock = get(symbol)
             if clock is None:
-                clock = clocks[symbol] = _SymbolClock(ts)
+                clock = clocks[symbol] = _SymbolClock(ts, self.lateness_of(symbol))
             elif ts > clock.max_ts_ms:
                 clock.max_ts_ms = ts
-            elif ts < clock.max_ts_ms - lateness or ts <= clock.floor_ms:
+            elif ts < clock.max_ts_ms - clock.lateness_ms or ts <= clock.floor_ms:
                 late.append(tick)
                 continue
+            elif ts < clock.max_ts_ms:
+                clock.quiet_until = LOUD[2]  # out of order: the band assumes order
             arrivals += 1
             held = clock.held
+            if watch and not (
+                clock.quiet_lo < tick.price < clock.quiet_hi and ts < clock.quiet_until
+            ):
+                band = watcher.arrive(tick, arrivals, held, clock.max_ts_ms)  # type: ignore[union-attr]
+                clock.quiet_lo, clock.quiet_hi, clock.quiet_until = band
             if not held or ts >= held[-1][0]:
-                held.append((ts, arrivals, tick))  # in order: the common case, O(1)
+                held.append((ts, arrivals, tick, tick.price))  # in order: the common case
             else:
-                insort(held, (ts, arrivals, tick))  # (ts, arrival) is unique: ticks never compared
+                insort(held, (ts, arrivals, tick, tick.price))
             touched[symbol] = clock
         self._arrivals = arrivals
+        return late
+
+    def release(self) -> Released:
+        """Release, per symbol touched since the last release, the ticks at or before its
+        watermark, in event order."""
         released = Released()
-        for symbol, clock in touched.items():
+        for symbol, clock in self._touched.items():
             held = clock.held
-            cut = bisect_left(held, (clock.max_ts_ms - lateness,))
+            cut = bisect_right(held, (clock.max_ts_ms - clock.lateness_ms, END_OF_TIME_MS))
             if cut:
                 released.add(symbol, [entry[2] for entry in held[:cut]])
                 del held[:cut]
-        return released, late
+        self._touched = {}
+        return released
 
-    def flush(self) -> list[Tick]:
+    def flush(self) -> Released:
         """Release everything held (end of input); later ticks at or before these are late."""
         released = Released()
         for symbol, clock in self._clocks.items():
@@ -105,6 +190,7 @@ class Reorderer:
                 released.add(symbol, [entry[2] for entry in clock.held])
             clock.held = []
             clock.floor_ms = max(clock.floor_ms, clock.max_ts_ms)
+        self._touched = {}
         return released
 
     def snapshot(self) -> dict[str, Any]:
@@ -114,19 +200,25 @@ class Reorderer:
                 symbol: {
                     "max_ts_ms": c.max_ts_ms,
                     "floor_ms": c.floor_ms,
-                    "held": [[ts, n, _tick_state(t)] for ts, n, t in c.held],
+                    "held": [[ts, n, _tick_state(t)] for ts, n, t, _ in c.held],
                 }
                 for symbol, c in self._clocks.items()
             },
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Restore held ticks and clocks; lateness comes from this Reorderer's settings."""
         self._arrivals = state["arrivals"]
         self._clocks = {}
+        self._touched = {}
         for symbol, c in state["clocks"].items():
-            clock = _SymbolClock(c["max_ts_ms"], c["floor_ms"])
-            clock.held = [(ts, n, Tick(*t)) for ts, n, t in c["held"]]
+            clock = _SymbolClock(c["max_ts_ms"], self.lateness_of(symbol), c["floor_ms"])
+            clock.held = [(ts, n, tick, tick.price) for ts, n, tick in _ticks(c["held"])]
             self._clocks[symbol] = clock
+
+
+def _ticks(saved: list[list[Any]]) -> list[tuple[int, int, Tick]]:
+    return [(ts, n, Tick(*t)) for ts, n, t in saved]
 
 
 def _tick_state(tick: Tick) -> list[Any]:

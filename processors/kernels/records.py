@@ -57,6 +57,8 @@ from tickstream.model import Tick
 
 DAY_MS = 86_400_000
 _NEVER = -(2**63)
+_THRESHOLDS: dict[tuple[float, float, float, float], tuple[float, float]] = {}
+_THRESHOLDS_KEPT = 8_192  # (price, step, 1 - h, 1 + h) -> (below, above) of _refresh_grid
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,9 +198,18 @@ class RecordKernel:
                 grid.armed[k] = [price < level, price > level]
 
     def _refresh_grid(self, grid: _Grid) -> None:
-        """The nearest thresholds (L(1-h), L, L(1+h) of any level) around the grid's price."""
+        """The nearest thresholds (L(1-h), L, L(1+h) of any level) around the grid's price.
+
+        A pure function of (price, step, hysteresis), memoised across kernels: the live
+        stage's shadow evaluates each price first, the exact kernel the same price later,
+        and a market revisits its prices."""
         price, step, lo_f, hi_f = grid.price, grid.step, self._lo_f, self._hi_f
         assert price is not None
+        key = (price, step, lo_f, hi_f)
+        known = _THRESHOLDS.get(key)
+        if known is not None:
+            grid.below, grid.above = known
+            return
         below, above = -math.inf, math.inf
         for k in range(math.floor(price / hi_f / step) - 2, math.ceil(price / lo_f / step) + 3):
             level = level_price(k, step)
@@ -212,6 +223,9 @@ class RecordKernel:
                 else:
                     below = above = price
         grid.below, grid.above = below, above
+        if len(_THRESHOLDS) >= _THRESHOLDS_KEPT:
+            _THRESHOLDS.clear()  # bounded: a fresh start costs one computation per price
+        _THRESHOLDS[key] = (below, above)
 
     def _refresh_quiet(self, symbol: str, state: _Symbol) -> None:
         """Cache the open price interval in which a tick changes nothing for this symbol."""
@@ -223,6 +237,42 @@ class RecordKernel:
             below = max(below, grid.below)
             above = min(above, grid.above)
         self._quiet[symbol] = (below, above)
+
+    # -- the live stage's view (live.py) ----------------------------------------------
+
+    def quiet_band(self, symbol: str) -> tuple[float, float] | None:
+        """The open price interval in which a tick of ``symbol`` changes nothing (None
+        before the symbol has state): the live stage lets such ticks pass unexamined."""
+        return self._quiet.get(symbol)
+
+    def sync_groups(self) -> list[_Group]:
+        """The sync groups (read-only): members, ATH events waiting for the watermarks,
+        each member's latest ATH and the last sync row; the live stage starts its
+        provisional evaluation from them."""
+        return self._groups
+
+    def adopt(self, other: RecordKernel, symbol: str) -> None:
+        """Take over (a copy of) ``other``'s state of one symbol, sync groups aside.
+
+        The live stage rebuilds its shadow so (the exact kernel's state, then the held
+        ticks) when a tick arrives out of order."""
+        source = other._symbols.get(symbol)
+        if source is None:
+            self._symbols.pop(symbol, None)
+            self._quiet.pop(symbol, None)
+            return
+        grids = []
+        for g in source.grids:
+            grid = _Grid(g.step)
+            grid.price, grid.below, grid.above = g.price, g.below, g.above
+            grid.armed = {k: list(latch) for k, latch in g.armed.items()}
+            grid.first_up = dict(g.first_up)
+            grid.first_down = dict(g.first_down)
+            grids.append(grid)
+        state = self._symbols[symbol] = _Symbol(grids)
+        state.ath, state.ath_ts_ms = source.ath, source.ath_ts_ms
+        state.atl, state.atl_ts_ms = source.atl, source.atl_ts_ms
+        self._refresh_quiet(symbol, state)
 
     # -- the kernel protocol ----------------------------------------------------------
 

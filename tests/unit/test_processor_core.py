@@ -36,12 +36,12 @@ def rows(out) -> list[tuple]:  # type: ignore[no-untyped-def]
 
 def test_restored_core_skips_what_its_state_reflects() -> None:
     batch = messages(0, 6)
-    whole = ProcessorCore(TOPICS, AnalyticsConfig(), 2)
+    whole = ProcessorCore(TOPICS, AnalyticsConfig(), 2, clock_ms=lambda: T0)
     expected = rows(whole.step(batch)) + rows(whole.step([eof("r", 0, 1, 6)]))
 
-    first = ProcessorCore(TOPICS, AnalyticsConfig(), 2)
+    first = ProcessorCore(TOPICS, AnalyticsConfig(), 2, clock_ms=lambda: T0)
     got = rows(first.step(batch[:3]))
-    second = ProcessorCore(TOPICS, AnalyticsConfig(), 2)
+    second = ProcessorCore(TOPICS, AnalyticsConfig(), 2, clock_ms=lambda: T0)
     second.restore(first.snapshot())
     # the broker redelivers from an older committed offset: 1 and 2 are already in the state
     got += rows(second.step(batch[1:])) + rows(second.step([eof("r", 0, 1, 6)]))
@@ -52,7 +52,7 @@ def test_restored_core_skips_what_its_state_reflects() -> None:
 
 
 def test_flush_waits_for_every_partitions_marker() -> None:
-    core = ProcessorCore(TOPICS, AnalyticsConfig(), 2)
+    core = ProcessorCore(TOPICS, AnalyticsConfig(), 2, clock_ms=lambda: T0)
     core.step(messages(0, 2, "XAU") + messages(1, 2, "XAG"))
     out = core.step([eof("run1", 0, 2, 2)])
     assert out.messages == []  # partition 1 has not finished yet
@@ -72,7 +72,7 @@ def test_flush_waits_for_every_partitions_marker() -> None:
 
 
 def test_undecodable_message_is_counted_and_skipped() -> None:
-    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1, clock_ms=lambda: T0)
     good = messages(0, 2)
     out = core.step(
         [
@@ -94,7 +94,7 @@ def test_undecodable_message_is_counted_and_skipped() -> None:
 def test_ticks_of_the_wrong_types_are_dead_lettered_and_never_reach_the_state() -> None:
     """Other producers may write the ticks topic: a null price or a text time must neither
     crash a batch nor sit in the ordering stage's state (where it crashed every restart)."""
-    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1, clock_ms=lambda: T0)
     hostile = [
         b'[["XAU", 1769385600000, null]]',
         b'[["XAU", "1769385600000", 5000.0]]',
@@ -110,14 +110,14 @@ def test_ticks_of_the_wrong_types_are_dead_lettered_and_never_reach_the_state() 
     assert [d["position"] for d in letters] == [f"partition 0 offset {i}" for i in range(1, 6)]
     assert {d["reason"] for d in letters} == {"bad_value"}
     # the state holds only good ticks: it survives a snapshot, a restore and more batches
-    again = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    again = ProcessorCore(TOPICS, AnalyticsConfig(), 1, clock_ms=lambda: T0)
     again.restore(core.snapshot())
     again.step([Incoming(0, 6, messages(0, 2)[1].value), eof("r", 0, 1, 7)])
 
 
 def test_a_single_json_tick_per_message_is_processed() -> None:
     """The usual shape of other producers: one JSON object per message."""
-    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1)
+    core = ProcessorCore(TOPICS, AnalyticsConfig(), 1, clock_ms=lambda: T0)
     values = [
         orjson.dumps({"symbol": "XAG", "ts": T0 + i * 20_000, "price": 100.0 + i})
         for i in range(7)

@@ -241,8 +241,18 @@ STATUSES = ("provisional", "confirmed", "retracted")
 def signal_id(row: OutputRow) -> str:
     """What the signal is, as an id: kind, its identity (symbol, level or window, event
     time) and price. Deterministic, so a replay of the same file yields the same ids."""
+    return signal_id_of(signal_parts(row))
+
+
+def signal_parts(row: OutputRow) -> tuple[Any, ...]:
+    """What ``signal_id`` hashes: (kind, *identity, price). Two rows with equal parts are
+    one signal (the live stage keys its pending signals by them)."""
     spec = row.SPEC
-    parts = [spec.kind, *(getattr(row, f) for f in spec.identity), row["price"]]
+    return (spec.kind, *(getattr(row, f) for f in spec.identity), row["price"])
+
+
+def signal_id_of(parts: tuple[Any, ...] | list[Any]) -> str:
+    """``signal_id`` from the parts already at hand (a JSON array hashes the same either way)."""
     return hashlib.blake2b(orjson.dumps(parts), digest_size=8).hexdigest()
 
 
