@@ -6,7 +6,7 @@ import click
 
 
 def register(group: click.Group) -> None:
-    from cli.commands import bench, gateway, kafka, produce, query, run
+    from cli.commands import bench, gateway, kafka, produce, query, run, soak
 
     group.add_command(kafka.kafka)
     group.add_command(run.run)
@@ -16,3 +16,4 @@ def register(group: click.Group) -> None:
     group.add_command(gateway.gateway)
     group.add_command(produce.produce)
     group.add_command(bench.bench)
+    group.add_command(soak.soak)
