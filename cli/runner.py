@@ -321,7 +321,7 @@ class Runner:
 
         validator = Validator(ValidationConfig())
         async with Publisher(self.settings, validator) as publisher:
-            await publisher.publish(simulate(SimulatorConfig(rate_per_s=20.0)))
+            await publisher.publish(simulate(SimulatorConfig(rate_per_s=self.settings.sim_rate)))
 
     def _print_banner(self, port: int) -> None:
         s = self.settings
@@ -334,6 +334,8 @@ class Runner:
                 f"metrics: http://127.0.0.1:{port}/metrics (producer, sink), "
                 f"http://127.0.0.1:{port + 1}/metrics (processor)"
             )
+        if self.options.replay is None:
+            lines.append(f"simulated market: {s.sim_rate:g} ticks/s (--sim-rate)")
         if self.gateway is not None:
             url = self.board_url()
             lines.append(f"live board: {url}")

@@ -1,19 +1,29 @@
 """The Faust application: a thin shell around ProcessorCore.
 
-The agent reads the ticks topic in batches (``take_events``), hands them to the
-core, publishes what the core returns, then writes the core's snapshot (kernel
-state plus the input offsets it reflects) to a compacted state topic before the
-batch's offsets may be committed. On start the last snapshot is read back, and
-messages already reflected in it are skipped, so a killed worker resumes exactly
-where its state left off; outputs re-sent after a crash are identical and the
-sink's row identities absorb them.
+The agent reads the ticks topic in batches, hands them to the core and publishes
+what the core returns at once. A batch closes as soon as no further message is
+waiting (so a lone tick is processed when it arrives), or when it holds
+``processor_batch`` messages, or ``processor_batch_ms`` after its first message;
+under load the messages that arrive while one batch is processed make the next,
+so batches grow with the load by themselves (``batches``).
+
+At most every ``processor_batch_ms`` (and that long after the last batch at the
+latest; less often when the state is big, so that writing it takes at most about a
+tenth of the time) the core's snapshot (kernel state plus the input offsets it
+reflects) is written to a compacted state topic, and only once it is acknowledged are
+the messages it reflects acked, so no offset is committed ahead of the state. On start
+the last snapshot is read back, and messages already reflected in it are skipped,
+so a killed worker resumes exactly where its state left off; outputs re-sent after
+a crash are identical and the sink's row identities absorb them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +81,138 @@ def create_app(
         if blob is not None:
             core.restore(blob)
             log.info("restored processor state (%d bytes) at offsets %s", len(blob), core.applied)
-        async for events in stream.take_events(batch_size, within=within_s):
-            started = time.perf_counter()
-            out = core.step(
-                Incoming(e.message.partition, e.message.offset, e.message.value) for e in events
-            )
-            for msg in out.messages:
-                await app.producer.send(msg.topic, msg.key, msg.value, msg.partition, None, None)
+        manual = stream.noack()  # acked by ``save``, once the state reflecting them is written
+        lock = asyncio.Lock()  # a batch and a snapshot never interleave
+        unsaved: list[faust.EventT[Any]] = []  # processed, not yet in a written snapshot
+        saved_at = time.monotonic()
+        save_every = within_s  # longer when the state is big: writing it takes <= ~10%
+
+        async def save() -> None:
+            """Write the snapshot; once it and every output before it are acknowledged, ack."""
+            nonlocal saved_at, save_every
+            began = time.monotonic()
             await app.producer.send(
                 topics.processor_state, STATE_KEY, core.snapshot(), 0, None, None
             )
             await app.producer.flush()
-            metrics.PROCESSOR_BATCH.observe(len(events))
-            metrics.PROCESSOR_BATCH_SECONDS.observe(time.perf_counter() - started)
-            report_lag(app, group, topics.ticks, core.applied)
+            saved_at = time.monotonic()
+            save_every = max(within_s, 10 * (saved_at - began))
+            done = unsaved[:]
+            unsaved.clear()
+            for event in done:
+                await manual.ack(event)
+
+        async def save_when_quiet() -> None:
+            while True:
+                await asyncio.sleep(within_s)
+                async with lock:
+                    if unsaved and time.monotonic() - saved_at >= save_every:
+                        await save()
+
+        saver = asyncio.create_task(save_when_quiet())
+        try:
+            async for events in batches(manual, batch_size, within_s, app.consumer.highwater):
+                if saver.done():  # it failed: fail the worker as a failed batch would
+                    saver.result()
+                async with lock:
+                    started = time.perf_counter()
+                    out = core.step(
+                        Incoming(e.message.partition, e.message.offset, e.message.value)
+                        for e in events
+                    )
+                    for msg in out.messages:
+                        await app.producer.send(
+                            msg.topic, msg.key, msg.value, msg.partition, None, None
+                        )
+                    unsaved.extend(events)
+                    if time.monotonic() - saved_at >= save_every:
+                        await save()
+                    metrics.PROCESSOR_BATCH.observe(len(events))
+                    metrics.PROCESSOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+                report_lag(app, group, topics.ticks, core.applied)
+        finally:
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
 
     return app
+
+
+async def batches(
+    stream: faust.StreamT[Any],
+    max_events: int,
+    within_s: float,
+    highwater: Callable[[Any], int | None] = lambda tp: None,
+) -> AsyncIterator[list[faust.EventT[Any]]]:
+    """The stream's events in batches that close as soon as they have caught up.
+
+    A batch closes when no further event is waiting, neither in the stream's buffers nor
+    in Kafka as far as the last fetch knows (``highwater``: a partition's high watermark,
+    None if unknown); or when it has ``max_events``; or ``within_s`` after its first
+    event. So a lone event leaves at once, while a backlog (a replay, a restart) is taken
+    in batches of up to ``within_s`` as before. Events are not acked here.
+
+    A task moves events from the stream into a bounded queue of its own, so that a batch
+    can close on time even when no event comes (a rebalance suspends the stream, and
+    waits for the events taken so far to be acked).
+    """
+    buffered = stream.channel.queue  # what Faust has fetched for this stream, not yet taken
+    queue: asyncio.Queue[faust.EventT[Any]] = asyncio.Queue(maxsize=max_events)
+    taken: dict[Any, int] = {}  # partition -> offset of the last event taken from the stream
+
+    async def pump() -> None:
+        async for event in stream.events():
+            await queue.put(event)
+
+    def more_coming() -> bool:
+        if not queue.empty() or not buffered.empty():
+            return True
+        for tp, offset in taken.items():
+            with contextlib.suppress(Exception):  # a partition no longer assigned
+                high = highwater(tp)
+                if high is not None and high - 1 > offset:
+                    return True
+        return False
+
+    async def take(timeout: float | None) -> faust.EventT[Any] | None:
+        """The next event; None after ``timeout`` seconds without one, or at the end."""
+        if queue.empty():
+            getting = asyncio.ensure_future(queue.get())
+            await asyncio.wait(
+                {getting, pumping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not getting.done():
+                getting.cancel()
+                if pumping.done():
+                    pumping.result()  # the stream failed: so does this
+                return None
+            event = getting.result()
+        else:
+            event = queue.get_nowait()
+        taken[event.message.tp] = event.message.offset
+        return event
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while not pumping.done() or not queue.empty():
+            first = await take(None)
+            if first is None:  # the stream ended
+                return
+            batch = [first]
+            deadline = time.monotonic() + within_s
+            while len(batch) < max_events and more_coming():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                event = await take(left)
+                if event is None:
+                    break
+                batch.append(event)
+            yield batch
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumping
 
 
 def report_lag(app: faust.App, group: str, topic: str, applied: dict[int, int]) -> None:

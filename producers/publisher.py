@@ -1,11 +1,14 @@
 """Send any source to Kafka: validate, publish accepted ticks and dead letters, flush.
 
 The hot path is batched twice: accepted ticks of one symbol are packed into one
-Kafka message (up to ``ticks_per_message``, or whatever is pending after
-``linger_ms``), and messages go into one aiokafka batch per partition
-(partitioned by symbol as Kafka's default partitioner would). A bounded number
-of batches may await acknowledgement at once, so a slow broker slows the source
-down instead of filling memory.
+Kafka message (up to ``ticks_per_message``), and messages go into one aiokafka
+batch per partition (partitioned by symbol as Kafka's default partitioner would).
+What is pending is shipped at most once per ``linger_ms``: under a steady stream a
+symbol's ticks of that long share a message, but the first ticks after a quiet spell
+leave as soon as the source pauses (a live tick waits for no timer). A bounded
+number of batches may await
+acknowledgement at once, so a slow broker slows the source down instead of filling
+memory.
 """
 
 from __future__ import annotations
@@ -153,6 +156,7 @@ class Publisher:
         self._accepted: dict[str, dict[str, int]] = {}  # source -> symbol -> ticks accepted
         self._counted: dict[tuple[str, str], int] = {}  # (source, symbol) -> in the counter
         self._linger_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # something is pending: the linger task ships it
 
     async def __aenter__(self) -> Publisher:
         await self._producer.start()
@@ -172,15 +176,45 @@ class Publisher:
             await self._producer.stop()
 
     async def _linger(self) -> None:
-        """Live sources can go quiet: ship what is pending at least every linger_ms."""
+        """Ship what is pending: at most once per linger_ms, at once after a quiet spell.
+
+        Within linger_ms of the last shipment, pending ticks wait for the rest of it, so a
+        steady stream makes one message per symbol per linger_ms, not one per tick (every
+        message costs the broker, the processor and the gateway). After a quiet spell they
+        leave as soon as the source pauses: the publishing task yielded to the event loop
+        and took no tick meanwhile (a paced or live source awaits its next input), so
+        waiting longer would only add latency; a source that keeps taking ticks between two
+        looks (a fast replay) fills its messages for up to linger_ms.
+        """
+        loop = asyncio.get_running_loop()
+        report = self.report
+        counted_at = loop.time()
+        shipped_at = counted_at - self._linger_s  # the start is a quiet spell
         while True:
-            await asyncio.sleep(self._linger_s)
-            await self._ship_pending()
+            await self._wake.wait()
+            self._wake.clear()
+            woke = loop.time()
+            rest = shipped_at + self._linger_s - woke
+            if rest > 0:
+                await asyncio.sleep(rest)
+            else:
+                taken = report.accepted + report.rejected
+                while True:
+                    await asyncio.sleep(0)
+                    now_taken = report.accepted + report.rejected
+                    if now_taken == taken or loop.time() >= woke + self._linger_s:
+                        break
+                    taken = now_taken
+            shipped_at = loop.time()
+            count = shipped_at - counted_at >= 0.1  # the counters: ten times a second at most
+            if count:
+                counted_at = shipped_at
+            await self._ship_pending(count)
             if self._batches is not None:
                 await self._batches.submit_all()
 
     def _count_published(self) -> None:
-        """Prometheus counters are updated per linger period, not per tick (hot path).
+        """Prometheus counters are updated at most ten times a second, not per tick (hot path).
 
         The hot loop only bumps running totals (never swapped out, so it may keep a
         reference across awaits); what the counters lack is the difference.
@@ -196,8 +230,9 @@ class Publisher:
         for symbol, ts_ms in self._newest_ts.items():
             metrics.LAST_TICK_TS.labels("producer", symbol).set(ts_ms / 1000)
 
-    async def _ship_pending(self) -> None:
-        self._count_published()
+    async def _ship_pending(self, count: bool = True) -> None:
+        if count:
+            self._count_published()
         pending, self._pending = self._pending, {}
         for symbol, rows in pending.items():
             await self._ship(symbol, rows)
@@ -245,6 +280,7 @@ class Publisher:
                 full = self._take(row, totals)
                 if full is not None:
                     await self._ship(row[0], full)
+                    self._wake.set()  # its aiokafka batch is open until the linger task ships it
             elif accepted or rejected:
                 await self._emit(accepted, rejected, name)
                 accepted, rejected = [], []
@@ -266,6 +302,7 @@ class Publisher:
         rows = pending.get(symbol)
         if rows is None:
             rows = pending[symbol] = []
+            self._wake.set()
         rows.append(row)
         totals[symbol] = totals.get(symbol, 0) + 1
         if row[1] > self._newest_ts.get(symbol, 0):
@@ -285,6 +322,8 @@ class Publisher:
             if full is not None:
                 await self._ship(row[0], full)
         self.report.accepted += len(accepted)
+        if accepted or rejected:
+            self._wake.set()
         for rejection in rejected:
             key = (rejection.symbol or rejection.source).encode()
             partitions = self._partitions[self.topics.dlq]

@@ -9,7 +9,7 @@ import click
 
 from tickstream.kafka_local import ROOT
 
-NAMES = ("analytics", "gateway", "kernels", "publisher", "sink")
+NAMES = ("analytics", "gateway", "kernels", "latency", "publisher", "sink")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -24,6 +24,7 @@ def bench(name: str, args: tuple[str, ...]) -> None:
     sink       sink rows/s into chDB vs a bare clickhouse-connect insert
     kernels    each analytic kernel alone on a seeded random stream
     gateway    desk feed: 500 clients at 10,000 ticks/s, latency and CPU
+    latency    tick receipt -> desk client through the whole pipeline, at 1k/5k/20k ticks/s
 
     Most need a broker: `tickstream kafka up` first (default 127.0.0.1:9092).
     """

@@ -76,7 +76,8 @@ def run(
     """Run the whole pipeline locally: broker (started if none answers), processor, sink, producer,
     and the desk-feed gateway with its live board.
 
-    Without --replay a simulated gold/silver market is published until Ctrl-C. With --replay
+    Without --replay a simulated gold/silver market (--sim-rate ticks a second) is published
+    until Ctrl-C. With --replay
     (and without --until-drained) the file is published and the pipeline keeps running, board
     included, until Ctrl-C.
 
