@@ -64,6 +64,7 @@ def _register() -> None:
 
 def main() -> None:
     """Entry point: a bad setting found after start-up still ends in one clear line."""
+    from producers.publisher import PublishFailed
     from tickstream.clickhouse import ClickHouseUnavailable
     from tickstream.settings import ConfigError
 
@@ -73,6 +74,6 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"Error: bad setting {exc}", err=True)
         sys.exit(2)
-    except ClickHouseUnavailable as exc:
+    except (ClickHouseUnavailable, PublishFailed) as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)

@@ -24,6 +24,7 @@ _HELP = {
     "partitions": "Partitions of each topic tickstream creates.",
     "metrics_port": "Port of this process's Prometheus /metrics endpoint (0 = off).",
     "allowed_lateness_ms": "How far (ms, event time) a tick may arrive out of order.",
+    "sim_rate": "tickstream run: the simulated market's ticks/s (0 = as fast as possible).",
     "lateness_by_symbol": "Per-symbol lateness (ms) overriding the default: XAU:0;XAG:500.",
     "sink_batch_rows": "Sink: most rows per ClickHouse insert.",
     "sink_flush_ms": "Sink: longest wait (ms) before a partial batch is inserted.",

@@ -32,6 +32,7 @@ from producers.validation import ValidationConfig, Validator
 from sinks.clickhouse_sink import ClickHouseSink
 from tickstream import kafka_local, metrics
 from tickstream.kafka_io import ensure_topics
+from tickstream.redact import redact_url
 from tickstream.settings import Settings, default_of, flag
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ class Runner:
         s = self.settings
         lines = [
             f"tickstream namespace {s.namespace!r}, Kafka {s.kafka_bootstrap}",
-            f"ClickHouse {s.clickhouse_url} (database {s.clickhouse_database})",
+            f"ClickHouse {redact_url(s.clickhouse_url)} (database {s.clickhouse_database})",
         ]
         if port:
             lines.append(

@@ -6,9 +6,8 @@ batch per partition (partitioned by symbol as Kafka's default partitioner would)
 What is pending is shipped at most once per ``linger_ms``: under a steady stream a
 symbol's ticks of that long share a message, but the first ticks after a quiet spell
 leave as soon as the source pauses (a live tick waits for no timer). A bounded
-number of batches may await
-acknowledgement at once, so a slow broker slows the source down instead of filling
-memory.
+number of batches may await acknowledgement at once, so a slow broker slows the
+source down instead of filling memory.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
 from producers.records import RawTick, Rejection
@@ -64,6 +64,15 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
+class PublishFailed(RuntimeError):
+    """Publishing cannot go on (the background sender died): the command stops with it."""
+
+
+def _report_linger_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the background sender failed: %r; publishing stops", task.exception())
+
+
 class _PartitionBatches:
     """One open aiokafka batch per (topic, partition); full batches are submitted."""
 
@@ -93,11 +102,33 @@ class _PartitionBatches:
         if count == 0:
             return
         batch.close()
-        future = await self._producer.send_batch(batch, slot[0], partition=slot[1])
+        future = await self._send(batch, slot)
         self._in_flight.append((future, count, time.perf_counter(), slot[0]))
         metrics.PRODUCER_BUFFER.inc(count)
         while len(self._in_flight) > self._max_in_flight:
             await self._settle_oldest()
+
+    async def _send(self, batch: Any, slot: tuple[str, int]) -> asyncio.Future[Any]:
+        """Enqueue a closed batch, however long the broker is away; never drop it.
+
+        aiokafka raises KafkaTimeoutError when the partition's queue does not drain within
+        its request timeout (a broker away), *before* the batch is enqueued: sending the
+        same batch again therefore cannot double it. The source waits meanwhile.
+        """
+        delay_s, waited_s = 0.5, 0.0
+        while True:
+            try:
+                return await self._producer.send_batch(batch, slot[0], partition=slot[1])
+            except KafkaTimeoutError:
+                metrics.PRODUCER_ERRORS.labels(slot[0]).inc()
+                log.warning(
+                    "%s[%d]: the broker takes no batch (%.0f s so far); holding %d records,"
+                    " retrying",
+                    slot[0], slot[1], waited_s, batch.record_count(),
+                )
+                await asyncio.sleep(delay_s)
+                waited_s += delay_s
+                delay_s = min(delay_s * 2, 10.0)
 
     async def _settle_oldest(self) -> None:
         future, count, started, topic = self._in_flight.pop(0)
@@ -164,7 +195,17 @@ class Publisher:
         for topic in (self.topics.ticks, self.topics.dlq):
             self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         self._linger_task = asyncio.create_task(self._linger())
+        self._linger_task.add_done_callback(_report_linger_failure)
         return self
+
+    def _check_linger(self) -> None:
+        """A failed linger task ends the command with its error: never a half-working
+        publisher whose pending ticks nobody ships."""
+        task = self._linger_task
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise PublishFailed(f"the publisher's background sender failed: {error!r}")
 
     async def __aexit__(self, *exc: object) -> None:
         if self._linger_task is not None:
@@ -247,6 +288,7 @@ class Publisher:
 
     async def flush(self) -> None:
         """Everything accepted so far is acknowledged by the broker when this returns."""
+        self._check_linger()
         await self._ship_pending()
         if self._batches is not None:
             await self._batches.flush()
@@ -284,8 +326,10 @@ class Publisher:
             elif accepted or rejected:
                 await self._emit(accepted, rejected, name)
                 accepted, rejected = [], []
-            if progress is not None and count % 1000 == 0:
-                progress(count)
+            if count % 1000 == 0:
+                self._check_linger()
+                if progress is not None:
+                    progress(count)
         validator.finish_rows(accepted, rejected)
         await self._emit(accepted, rejected, name)
         await self.flush()

@@ -24,13 +24,12 @@ uninterrupted, in a namespace and chDB directory of its own.
     that it notices the recovery quickly; the processor is a `tickstream process` child.
     Checked on the way: the refusal lands mid-replay (inputs are still being published
     while it lasts), the sink retries, and no row lands while ClickHouse refuses.
-(c) A finding, kept as a strict xfail until it is fixed: the broker away for longer than
-    the producers' request timeout (30 s) while a paced replay is published. The
-    Publisher's linger task then dies of the KafkaTimeoutError that ``send_batch`` raises
-    (no one awaits the task), the batch it was submitting is dropped, and ``publish()``
-    still reports every tick published: ticks are missing from Kafka, hence from every
-    table, and `tickstream run --until-drained` exits 0. The soak found it (a rejection
-    missing from ``rejected_ticks`` after a 35 s broker restart).
+(c) The broker away for longer than the producers' request timeout (30 s) while a paced
+    replay is published. The Publisher's linger task used to die of the KafkaTimeoutError
+    that ``send_batch`` raises, dropping the batch it was submitting while ``publish()``
+    reported every tick published (the soak found it: a rejection missing after a 35 s
+    broker restart). Now the batch is held and sent again (it was never enqueued, so a
+    retry cannot double it), and a failed background sender ends the command.
 
 Tables are compared in full, without the columns holding wall-clock times of the run
 (``recv_ts``, ``received_at``, ``inserted_at``), with FINAL and with plain reads (a
@@ -413,12 +412,6 @@ async def rows_on(bootstrap: str, topic: str, partitions: int) -> int:
         await consumer.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="finding: a broker away > 30 s kills the Publisher's linger task and the batch "
-    "it was submitting is lost while publish() reports success (producers/publisher.py)",
-)
 async def test_publisher_loses_nothing_while_the_broker_is_away_long(
     own_broker: LocalBroker, tmp_path: Path
 ) -> None:
