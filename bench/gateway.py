@@ -47,7 +47,9 @@ def _free_port() -> int:
 
 
 def _get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as r:
+    """GET a gateway page that needs a token (/stats), the bench's own token in a header."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as r:
         return orjson.loads(r.read())
 
 

@@ -56,6 +56,8 @@ _HELP = {
     "gateway.heartbeat_s": "Seconds between server heartbeat frames.",
     "gateway.backfill": "Messages per partition of ticks/aggregates read at start for the "
     "snapshot state.",
+    "gateway.max_symbols_per_client": "Symbols, pairs and sync groups one desk client may "
+    "subscribe to (past it: error too_many_symbols, nothing changed).",
     "gateway.replay_capacity": "Signals kept in memory for since_ms replays (the signals topic "
     "is read whole).",
 }

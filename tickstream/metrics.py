@@ -139,12 +139,13 @@ GATEWAY_SEND_LATENCY = Histogram(
 )
 GATEWAY_REFUSED = Counter(
     "tickstream_gateway_refused_total",
-    "Connections refused at the handshake (missing or unknown token).",
+    "Requests refused for a missing or unknown token (websocket handshakes, /stats).",
     ["reason"],
 )
 GATEWAY_CLIENT_ERRORS = Counter(
     "tickstream_gateway_client_errors_total",
-    "Error frames sent for client messages (bad JSON, unknown op, forbidden symbol...).",
+    "Error frames sent for client messages (bad JSON, unknown op, forbidden symbol, "
+    "too_many_symbols: a subscription refused at the per-client symbol cap...).",
     ["error"],
 )
 GATEWAY_UNDECODABLE = Counter(

@@ -126,6 +126,8 @@ _GATEWAY_LIMITS: dict[str, tuple[float, float | None]] = {
     "heartbeat_s": (0.1, None),
     "backfill": (0, None),
     "replay_capacity": (1, None),
+    # at least one, and not so many that the cap stops bounding anything
+    "max_symbols_per_client": (1, 100_000),
 }
 
 
@@ -154,6 +156,7 @@ class GatewaySettings:
     heartbeat_s: float = 15.0
     backfill: int = 5_000
     replay_capacity: int = 200_000
+    max_symbols_per_client: int = 1_000  # symbols, pairs and groups one desk client may hold
 
     def __post_init__(self) -> None:
         check_gateway_limits(self)

@@ -98,23 +98,14 @@ class RollingKernel:
                 self._emit(symbol, state, rows)
         return rows
 
-    def _run(self, symbol: str, ticks: list[Tick], rows: list[RollingHigh]) -> None:
-        stamp = self.config.stamp_ms
-        state = self._symbols.get(symbol)
-        if state is None:
-            first = ticks[0].ts_ms
-            state = self._symbols[symbol] = _Symbol([], [], first - first % stamp + stamp, False)
+    def _run(self, symbol: str, ticks: list[Tick], rows: list[Any]) -> None:
+        state, end = self._start(symbol, ticks[0].ts_ms)
         hi, lo = state.hi, state.lo
         hi_pop, hi_push, lo_pop, lo_push = hi.pop, hi.append, lo.pop, lo.append
-        end = state.period_end_ms
-        pending = state.pending
         for tick in ticks:
             ts = tick.ts_ms
             if ts >= end:
-                if pending:
-                    self._emit(symbol, state, rows)
-                end = state.period_end_ms = ts - ts % stamp + stamp
-            pending = True
+                end = self._roll(symbol, state, ts, rows)
             price = tick.price
             while hi and hi[-1].price <= price:
                 hi_pop()
@@ -122,7 +113,29 @@ class RollingKernel:
             while lo and lo[-1].price >= price:
                 lo_pop()
             lo_push(tick)
-        state.pending = pending
+
+    def _start(self, symbol: str, first_ms: int) -> tuple[_Symbol, int]:
+        """The symbol's state before a run of its ticks (the first stamped ``first_ms``),
+        and the end of its current period. Shared with the rolling breaks, whose loop
+        pushes ticks its own way: the periods are the same."""
+        state = self._symbols.get(symbol)
+        if state is None:
+            stamp = self.config.stamp_ms
+            end = first_ms - first_ms % stamp + stamp
+            state = self._symbols[symbol] = _Symbol([], [], end, False)
+        if first_ms < state.period_end_ms:
+            state.pending = True  # the first tick lands in the current period
+        return state, state.period_end_ms
+
+    def _roll(self, symbol: str, state: _Symbol, ts: int, rows: list[Any]) -> int:
+        """A tick stamped past the current period: emit that period (if it has ticks) and
+        start the tick's; returns its end."""
+        if state.pending:
+            self._emit(symbol, state, rows)
+        stamp = self.config.stamp_ms
+        state.pending = True  # the tick is pushed next
+        end = state.period_end_ms = ts - ts % stamp + stamp
+        return end
 
     def _emit(self, symbol: str, state: _Symbol, rows: list[RollingHigh]) -> None:
         """Rows of the current period, as of its last tick (the top of both staircases)."""

@@ -90,23 +90,14 @@ class RollingBreakKernel(RollingKernel):
         self._bands = {}
 
     def _run(self, symbol: str, ticks: list[Tick], rows: list[Any]) -> None:
-        stamp = self.config.stamp_ms
-        state = self._symbols.get(symbol)
-        if state is None:
-            first = ticks[0].ts_ms
-            state = self._symbols[symbol] = _Symbol([], [], first - first % stamp + stamp, False)
+        state, end = self._start(symbol, ticks[0].ts_ms)
         hi, lo = state.hi, state.lo
         hi_pop, hi_push, lo_pop, lo_push = hi.pop, hi.append, lo.pop, lo.append
         low, high, until = self._bands.get(symbol, _LOUD)
-        end = state.period_end_ms
-        pending = state.pending
         for tick in ticks:
             ts = tick.ts_ms
             if ts >= end:
-                if pending:
-                    self._emit(symbol, state, rows)
-                end = state.period_end_ms = ts - ts % stamp + stamp
-            pending = True
+                end = self._roll(symbol, state, ts, rows)
             price = tick.price
             if low < price < high and ts < until:
                 # strictly inside the shortest window's range: no break, and both
@@ -119,7 +110,6 @@ class RollingBreakKernel(RollingKernel):
                 lo_push(tick)
             else:
                 low, high, until = self._careful(symbol, tick, hi, lo, rows)
-        state.pending = pending
         self._bands[symbol] = (low, high, until)
 
     def _careful(

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sinks.gateway.protocol import TokenTable
+from sinks.gateway.access import TokenTable
+from sinks.gateway.protocol import MAX_SYMBOLS
 from tickstream.settings import ConfigError, Settings, check_gateway_limits
 
 
@@ -26,6 +27,9 @@ class GatewayConfig:
     conflation_ms: int = 250  # 0 = every tick to every client
     max_send_buffer: int = 2 << 20  # bytes queued for one client before it is disconnected
     max_message_bytes: int = 64 << 10  # largest client frame accepted (else close 1009)
+    # symbols (pairs, sync groups) one client may name, per message and in all its
+    # subscriptions; past it: error frame too_many_symbols, nothing changed (subscription.py)
+    max_symbols_per_client: int = MAX_SYMBOLS
     heartbeat_s: float = 15.0
     backfill: int = 5_000  # messages per partition of ticks/aggregates read at start
     replay_capacity: int = 200_000  # signals kept for since_ms replays
@@ -57,6 +61,7 @@ class GatewayConfig:
             conflation_ms=gw.conflation_ms,
             max_send_buffer=gw.max_send_buffer,
             max_message_bytes=gw.max_message_bytes,
+            max_symbols_per_client=gw.max_symbols_per_client,
             heartbeat_s=gw.heartbeat_s,
             backfill=gw.backfill,
             replay_capacity=gw.replay_capacity,

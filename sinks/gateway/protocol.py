@@ -1,8 +1,9 @@
-"""The desk feed protocol, apart from any socket: messages, subscriptions, access, frames.
+"""The desk feed protocol, apart from any socket: messages and frames.
 
 Everything here is pure: the sessions (``session.py``) feed it decoded messages and
-ask it what to send to whom (conflation: ``conflation.py``). See docs/gateway.md for the
-protocol as a client sees it.
+ask it what to send to whom (what a client subscribed to, within its cap:
+``subscription.py``; conflation: ``conflation.py``; who may see what: ``access.py``).
+See docs/gateway.md for the protocol as a client sees it.
 
 Client -> server (JSON text frames)::
 
@@ -23,8 +24,7 @@ Record and rolling breaks reach desks as *signal events* (``signal_event`` rows)
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,6 @@ import orjson
 
 from tickstream.contracts import ROW_SPECS, TICK_FIELDS, row_from_doc, signal_id
 from tickstream.contracts.rows import SPECS_BY_FEED, STATUSES, key_members, spec_for_kind
-from tickstream.settings import check_token, parse_token_file, parse_token_list
 
 # A signal_event row is no kind of its own on the desk feed: it is one step (provisional,
 # confirmed, retracted) in the life of another signal, and is served under that signal's
@@ -62,8 +61,13 @@ FINAL_STATUSES = frozenset(STATUSES) - {PROVISIONAL}
 EVENT_FIELDS = ("id", "status", "announced", "reason", "recv_ms", "emitted_ms")
 __all__ = ["TICK_FIELDS"]  # re-exported for the board state
 
+# The most symbols (pairs and sync groups count as one each) a client may name in one message
+# and in all its subscriptions together: GatewayConfig.max_symbols_per_client's default. A
+# desk watches a few hundred symbols at most; a thousand leaves it room and still bounds
+# what one connection holds (subscription.py says why it must be bounded).
 MAX_SYMBOLS = 1_000
 MAX_SYMBOL_LEN = 64
+TOO_MANY_SYMBOLS = "too_many_symbols"  # the error code of a subscription over the cap
 ALL = "*"
 
 CLOSE_SLOW_CONSUMER = 4008  # application close code: send buffer over the limit
@@ -110,8 +114,12 @@ class Heartbeat:
 Command = Subscribe | Unsubscribe | SnapshotRequest | Heartbeat
 
 
-def parse_message(raw: str | bytes) -> Command:
-    """One client frame -> a command; raises ProtocolError with a stable error code."""
+def parse_message(raw: str | bytes, max_symbols: int = MAX_SYMBOLS) -> Command:
+    """One client frame -> a command; raises ProtocolError with a stable error code.
+
+    ``max_symbols``: the client's cap. A message naming more symbols than the client may
+    hold at all is refused before any set is built from it (``too_many_symbols``).
+    """
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -127,14 +135,15 @@ def parse_message(raw: str | bytes) -> Command:
             raise ProtocolError("bad_request", "subscribe needs 'symbols': a list or \"*\"")
         confirmed_only = _flag(doc, "confirmed_only") if "confirmed_only" in doc else None
         return Subscribe(
-            _symbols(doc["symbols"]),
+            _symbols(doc["symbols"], max_symbols),
             _kinds(doc.get("kinds", ALL)),
             since,
             _flag(doc, "history"),
             confirmed_only,
         )
     if op == "unsubscribe":
-        return Unsubscribe(_symbols(doc.get("symbols", ALL)), _kinds(doc.get("kinds", ALL)))
+        symbols = _symbols(doc.get("symbols", ALL), max_symbols)
+        return Unsubscribe(symbols, _kinds(doc.get("kinds", ALL)))
     if op == "snapshot":
         return SnapshotRequest(_flag(doc, "history"))
     if op == "heartbeat":
@@ -154,13 +163,18 @@ def _flag(doc: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _symbols(value: Any) -> frozenset[str] | None:
+def _symbols(value: Any, max_symbols: int) -> frozenset[str] | None:
     if value == ALL:
         return None
     if not isinstance(value, list) or not value:
         raise ProtocolError("bad_request", "'symbols' must be a non-empty list of strings or \"*\"")
-    if len(value) > MAX_SYMBOLS:
-        raise ProtocolError("bad_request", f"at most {MAX_SYMBOLS} symbols per message")
+    if len(value) > max_symbols:
+        raise ProtocolError(
+            TOO_MANY_SYMBOLS,
+            f"this message names {len(value)} symbols; a client may name at most "
+            f"{max_symbols}, in one message and in all its subscriptions together. "
+            'Nothing changed: send fewer, or subscribe to "*"',
+        )
     for s in value:
         if not isinstance(s, str) or not s or len(s) > MAX_SYMBOL_LEN:
             raise ProtocolError(
@@ -186,167 +200,11 @@ def _kinds(value: Any) -> frozenset[str]:
 
 
 def members(key: str) -> tuple[str, ...]:
-    """The symbols a row key stands for: 'XAU/XAG' (pair) and 'XAU+XAG' (sync) -> both."""
+    """The symbols a row key stands for: 'XAU/XAG' (pair) and 'XAU+XAG' (sync) -> both.
+
+    What one client subscribed to, and its cap, is ``subscription.py``.
+    """
     return key_members(key)
-
-
-class _KindSelection:
-    __slots__ = ("all", "symbols", "excluded")
-
-    def __init__(self) -> None:
-        self.all = False
-        self.symbols: set[str] = set()
-        self.excluded: set[str] = set()
-
-    def matches(self, symbol: str) -> bool:
-        return symbol in self.symbols or (self.all and symbol not in self.excluded)
-
-    def empty(self) -> bool:
-        return not self.all and not self.symbols
-
-
-class Subscription:
-    """What one client asked for: per kind, a set of symbols, or all but some.
-
-    A row whose key joins several symbols (a pair 'XAU/XAG', a sync group 'XAU+XAG')
-    matches when the key itself or any of its symbols is selected.
-    """
-
-    def __init__(self) -> None:
-        self._kinds: dict[str, _KindSelection] = {}
-        self._cache: dict[tuple[str, str], bool] = {}
-
-    def subscribe(self, symbols: frozenset[str] | None, kinds: Iterable[str]) -> None:
-        self._cache.clear()
-        for kind in kinds:
-            sel = self._kinds.setdefault(kind, _KindSelection())
-            if symbols is None:
-                sel.all = True
-                sel.excluded.clear()
-            else:
-                sel.symbols |= symbols
-                sel.excluded -= symbols
-
-    def unsubscribe(self, symbols: frozenset[str] | None, kinds: Iterable[str]) -> None:
-        self._cache.clear()
-        for kind in kinds:
-            sel = self._kinds.get(kind)
-            if sel is None:
-                continue
-            if symbols is None:
-                del self._kinds[kind]
-                continue
-            sel.symbols -= symbols
-            if sel.all:
-                sel.excluded |= symbols
-            if sel.empty():
-                del self._kinds[kind]
-
-    def wants(self, kind: str, key: str) -> bool:
-        """Whether a row of subscription kind ``kind`` keyed ``key`` goes to this client."""
-        cached = self._cache.get((kind, key))
-        if cached is not None:
-            return cached
-        sel = self._kinds.get(kind)
-        if sel is None:
-            result = False
-        elif sel.matches(key):
-            result = True
-        else:
-            parts = members(key)
-            result = len(parts) > 1 and any(sel.matches(p) for p in parts)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[(kind, key)] = result
-        return result
-
-    def kinds(self) -> frozenset[str]:
-        return frozenset(self._kinds)
-
-    def active(self) -> bool:
-        return bool(self._kinds)
-
-    def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for kind in KINDS:
-            sel = self._kinds.get(kind)
-            if sel is None:
-                continue
-            if sel.all:
-                out[kind] = {"symbols": ALL, "except": sorted(sel.excluded)}
-            else:
-                out[kind] = {"symbols": sorted(sel.symbols)}
-        return out
-
-
-# --------------------------------------------------------------------------- access
-
-
-@dataclass(frozen=True, slots=True)
-class Access:
-    """What one token may see: every symbol (allowed None) or an allow-list."""
-
-    token_name: str
-    allowed: frozenset[str] | None = None
-
-    def check(self, symbols: frozenset[str] | None) -> None:
-        """Refuse a subscription naming a symbol outside the allow-list ('*' is narrowed)."""
-        if self.allowed is None or symbols is None:
-            return
-        refused = sorted(s for s in symbols if not self.allows(s))
-        if refused:
-            raise ProtocolError(
-                "forbidden_symbol",
-                f"this token may not subscribe to {refused}; allowed: {sorted(self.allowed)}",
-            )
-
-    def allows(self, key: str) -> bool:
-        """A plain symbol must be listed; a pair or group needs itself or all its symbols."""
-        allowed = self.allowed
-        if allowed is None or key in allowed:
-            return True
-        parts = members(key)
-        return len(parts) > 1 and all(p in allowed for p in parts)
-
-
-class TokenTable:
-    """The configured tokens, each with its optional symbol allow-list.
-
-    The token grammar (characters, list and file formats) is the ``gateway.tokens``
-    setting's, in tickstream.settings: one rule whether a token comes from a flag or code.
-    """
-
-    def __init__(self, tokens: Mapping[str, frozenset[str] | None]) -> None:
-        for token in tokens:
-            check_token(token)
-        self._tokens = dict(tokens)
-
-    def __len__(self) -> int:
-        return len(self._tokens)
-
-    def lookup(self, presented: str | None) -> Access | None:
-        """The access of a presented token, or None; compares in constant time per token."""
-        if not presented:
-            return None
-        found: Access | None = None
-        given = presented.encode()
-        for i, (token, allowed) in enumerate(self._tokens.items()):
-            if hmac.compare_digest(given, token.encode()) and found is None:
-                found = Access(f"token#{i + 1}", allowed)
-        return found
-
-    def merged(self, other: TokenTable) -> TokenTable:
-        return TokenTable({**self._tokens, **other._tokens})
-
-    @classmethod
-    def parse_list(cls, text: str) -> TokenTable:
-        """``TOKEN[:SYM+SYM...]`` entries separated by commas (or whitespace)."""
-        return cls(parse_token_list(text))
-
-    @classmethod
-    def parse_file(cls, text: str) -> TokenTable:
-        """One token a line: ``TOKEN [SYM SYM ...]``; blank lines and '#' comments ignored."""
-        return cls(parse_token_file(text))
 
 
 # --------------------------------------------------------------------------- rows and frames

@@ -48,6 +48,7 @@ class Gateway:
             "ticks_dropped": 0,
             "refused": 0,
             "client_errors": 0,
+            "subscriptions_refused": 0,  # too_many_symbols (also in client_errors)
             "connections": 0,
         }
         self.sessions = Sessions(config, self.state, self.log, self.counts)

@@ -12,6 +12,10 @@ breaks and divergence windows are never conflated nor dropped.
 
 A session that subscribed with ``confirmed_only`` is passed over for every provisional or
 retracted signal event, live, in replays and in snapshots: it sees a signal once, exact.
+
+A session's subscription names at most ``max_symbols_per_client`` symbols (subscription.py
+says why); a message past it gets the error frame ``too_many_symbols``, changes nothing and
+is counted, and the connection goes on as before.
 """
 
 from __future__ import annotations
@@ -26,25 +30,26 @@ import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from sinks.gateway.access import Access
 from sinks.gateway.config import GatewayConfig
 from sinks.gateway.conflation import Conflator, SeqSet
 from sinks.gateway.protocol import (
     CLOSE_SLOW_CONSUMER,
     KINDS,
     SUB_TO_TYPE,
-    Access,
+    TOO_MANY_SYMBOLS,
     Delta,
     Heartbeat,
     ProtocolError,
     SnapshotRequest,
     Subscribe,
-    Subscription,
     Unsubscribe,
     error_frame,
     heartbeat_frame,
     parse_message,
 )
 from sinks.gateway.state import BoardState, SignalLog
+from sinks.gateway.subscription import Subscription
 from tickstream import metrics
 
 log = logging.getLogger(__name__)
@@ -77,13 +82,14 @@ class Session:
         "ticks_on",
         "in_snapshot",
         "confirmed_only",
+        "capped",
     )
 
     def __init__(self, hub: Sessions, ws: ServerConnection, access: Access) -> None:
         self.hub = hub
         self.ws = ws
         self.access = access
-        self.sub = Subscription()
+        self.sub = Subscription(hub.config.max_symbols_per_client)
         # (data, created_ms or None, frame type, is a response to the client's own request)
         self.queue: deque[tuple[bytes, int | None, str, bool]] = deque()
         self.queued_bytes = 0
@@ -97,6 +103,7 @@ class Session:
         # ticks not yet flushed when the client's snapshot was taken: already in it
         self.in_snapshot: dict[str, Delta] = {}
         self.confirmed_only = False  # only confirmed signal events (subscribe's flag)
+        self.capped = False  # told too_many_symbols already (logged once per connection)
 
     def wants(self, kind: str, key: str) -> bool:
         return self.sub.wants(kind, key) and self.access.allows(key)
@@ -293,7 +300,7 @@ class Sessions:
             self.kick_slow(client, buffered)
             return
         try:
-            cmd = parse_message(raw)
+            cmd = parse_message(raw, self.config.max_symbols_per_client)
             if isinstance(cmd, Subscribe):
                 client.access.check(cmd.symbols)
                 client.sub.subscribe(cmd.symbols, cmd.kinds)
@@ -317,7 +324,25 @@ class Sessions:
         except ProtocolError as exc:
             self.counts["client_errors"] += 1
             metrics.GATEWAY_CLIENT_ERRORS.labels(exc.error).inc()
+            if exc.error == TOO_MANY_SYMBOLS:
+                self._over_cap(client)
             client.respond(error_frame(exc.error, exc.detail), "error")
+
+    def _over_cap(self, client: Session) -> None:
+        """Count a refusal at the symbol cap; log the first of a connection, for operators.
+
+        Once per connection: a client retrying in a loop must not flood the log. The token's
+        name (token#N), never the token, says which desk it was.
+        """
+        self.counts["subscriptions_refused"] += 1
+        if not client.capped:
+            client.capped = True
+            log.warning(
+                "%s (%s) asked for more than %d symbols: refused (too_many_symbols)",
+                client.ws.remote_address,
+                client.access.token_name,
+                self.config.max_symbols_per_client,
+            )
 
     def _send_snapshot(self, client: Session, history: bool = False) -> None:
         client.in_snapshot = self.ticks.pending()

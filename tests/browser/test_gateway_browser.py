@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from sinks.gateway.protocol import TokenTable
+from sinks.gateway.access import TokenTable
 from sinks.gateway.server import Gateway, GatewayConfig
 from tickstream.contracts import RecordBreak, RollingBreak, SignalEvent, signal_id
 from tickstream.kafka_io import ensure_topics

@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from sinks.gateway.protocol import TokenTable
+from sinks.gateway.access import TokenTable
 from sinks.gateway.server import Gateway, GatewayConfig, ssl_context
 from tickstream.contracts import (
     RecordBreak,
@@ -364,8 +364,9 @@ async def test_token_refused_and_plain_http(gateway: Gateway) -> None:
     assert (await asyncio.to_thread(get, "/healthz"))[0] == 200
     status, _, body = await asyncio.to_thread(get, "/metrics")
     assert status == 200 and "tickstream_gateway_refused_total" in body
-    status, _, body = await asyncio.to_thread(get, "/stats")
-    assert status == 200 and orjson.loads(body)["refused"] == 2
+    status, _, body = await asyncio.to_thread(get, "/stats?token=desk-token")
+    assert status == 200 and orjson.loads(body)["refused"] == 2  # /stats needs a token:
+    assert (await asyncio.to_thread(get, "/stats"))[0] == 401  # test_gateway_limits.py
     assert (await asyncio.to_thread(get, "/nope"))[0] == 404
 
 

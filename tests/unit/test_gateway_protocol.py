@@ -7,22 +7,21 @@ from collections.abc import Callable
 import orjson
 import pytest
 
+from sinks.gateway.access import Access, TokenTable
 from sinks.gateway.conflation import Conflator, SeqSet
 from sinks.gateway.protocol import (
     EVENT_FIELDS,
     EVENTED_KINDS,
     KINDS,
+    MAX_SYMBOLS,
     ROW_KIND_TO_SUB,
     SIGNAL_KINDS,
     SUB_TO_TYPE,
-    Access,
     Delta,
     Heartbeat,
     ProtocolError,
     SnapshotRequest,
     Subscribe,
-    Subscription,
-    TokenTable,
     Unsubscribe,
     confirmed_frame,
     event_ts,
@@ -33,6 +32,7 @@ from sinks.gateway.protocol import (
     signal_step,
 )
 from sinks.gateway.state import BoardState, SignalLog
+from sinks.gateway.subscription import Subscription
 from tickstream.contracts import RecordBreak, RollingBreak, SignalEvent, signal_id
 
 # ------------------------------------------------------------------ parsing
@@ -130,6 +130,83 @@ def test_pairs_and_groups_match_either_symbol_or_themselves() -> None:
     only_pair.subscribe(frozenset({"XAU/XAG"}), ["divergence_windows"])
     assert only_pair.wants("divergence_windows", "XAU/XAG")
     assert not only_pair.wants("divergence_windows", "XAU/XPT")
+
+
+def _names(prefix: str, n: int) -> frozenset[str]:
+    return frozenset(f"{prefix}{i}" for i in range(n))
+
+
+def test_subscription_cap_refuses_whole_and_changes_nothing() -> None:
+    """Past the cap a subscribe is refused with too_many_symbols and the old one stays."""
+    sub = Subscription(limit=5)
+    sub.subscribe(_names("S", 3), ["ticks", "bars"])  # 3 names, however many kinds
+    sub.subscribe(frozenset({"XAU/XAG", "S0"}), ["divergence_windows"])  # a pair is one name
+    assert sub.size() == 4
+    before = sub.describe()
+    with pytest.raises(ProtocolError) as info:
+        sub.subscribe(frozenset({"A", "B"}), ["ticks"])  # would be 6
+    assert info.value.error == "too_many_symbols"
+    assert (
+        "6" in info.value.detail
+        and "5" in info.value.detail
+        and "Nothing changed" in info.value.detail
+    )
+    assert sub.describe() == before and not sub.wants("ticks", "A")
+    sub.subscribe(frozenset({"A"}), ["ticks"])  # exactly the cap: fine
+    assert sub.size() == 5 and sub.wants("ticks", "A")
+    sub.unsubscribe(frozenset({"A", "S1"}), ["ticks", "bars"])  # freeing names frees the cap
+    sub.subscribe(frozenset({"B"}), ["record_breaks"])
+    assert sub.size() == 4
+
+
+def test_subscription_cap_counts_exceptions_to_star_and_not_star() -> None:
+    sub = Subscription(limit=3)
+    sub.subscribe(None, ["ticks", "record_breaks"])  # "*" names no one
+    sub.subscribe(_names("X", 10), ["ticks"])  # covered by "*": not kept, not counted
+    assert sub.size() == 0
+    sub.unsubscribe(_names("E", 3), ["ticks"])  # three exceptions: at the cap
+    with pytest.raises(ProtocolError) as info:
+        sub.unsubscribe(frozenset({"E9"}), ["record_breaks"])  # a fourth exception
+    assert info.value.error == "too_many_symbols"
+    assert sub.wants("record_breaks", "E9") and not sub.wants("ticks", "E0")
+    sub.subscribe(None, ["ticks"])  # "*" again clears the exceptions
+    assert sub.size() == 0 and sub.wants("ticks", "E0")
+
+
+def test_subscription_cap_bounds_growth_message_after_message() -> None:
+    """The hole the cap closes: many small messages, each within the per-message limit."""
+    sub = Subscription()  # the default cap
+    refused = 0
+    for batch in range(50):
+        try:
+            sub.subscribe(_names(f"B{batch}-", 100), ["ticks"])
+        except ProtocolError:
+            refused += 1
+    assert sub.size() == MAX_SYMBOLS and refused == 50 - MAX_SYMBOLS // 100
+
+
+def test_parse_refuses_a_message_over_the_cap() -> None:
+    many = orjson.dumps({"op": "subscribe", "symbols": sorted(_names("S", 11))})
+    assert isinstance(parse_message(many), Subscribe)  # the default cap: 1000
+    for raw in (many, many.replace(b'"subscribe"', b'"unsubscribe"')):
+        with pytest.raises(ProtocolError) as info:
+            parse_message(raw, max_symbols=10)
+        assert info.value.error == "too_many_symbols" and "11" in info.value.detail
+    over = orjson.dumps({"op": "subscribe", "symbols": sorted(_names("S", MAX_SYMBOLS + 1))})
+    with pytest.raises(ProtocolError) as info:
+        parse_message(over)
+    assert info.value.error == "too_many_symbols"
+
+
+def test_gateway_config_bounds_the_cap() -> None:
+    from sinks.gateway.config import GatewayConfig
+    from tickstream.settings import ConfigError
+
+    tokens = TokenTable.parse_list("t")
+    assert GatewayConfig("127.0.0.1:9", "t", tokens).max_symbols_per_client == MAX_SYMBOLS
+    for bad in (0, -1, 100_001):
+        with pytest.raises(ConfigError, match="MAX_SYMBOLS_PER_CLIENT"):
+            GatewayConfig("127.0.0.1:9", "t", tokens, max_symbols_per_client=bad)
 
 
 def test_access_allow_list() -> None:
