@@ -31,6 +31,7 @@ from producers.publisher import make_producer
 from producers.simulator import SimulatorConfig, generate
 from producers.validation import parse_tick
 from tickstream import contracts
+from tickstream.groups import GroupLayout
 from tickstream.kafka_io import ensure_topics
 from tickstream.model import Tick
 from tickstream.settings import Settings, envvar
@@ -60,9 +61,12 @@ async def _send_all(
     try:
         partitions = sorted(await producer.partitions_for(topic))
         partitioner = DefaultPartitioner()
+        groups = GroupLayout.from_settings(Settings(metrics_port=0))  # the worker's: defaults
         futures = []
         for key, value, partition in messages:
-            p = partition if partition is not None else partitioner(key, partitions, partitions)
+            # keyed by group as the publisher does: a pair's ticks meet in one core
+            group = groups.group_of(key.decode()).encode()
+            p = partition if partition is not None else partitioner(group, partitions, partitions)
             futures.append(await producer.send(topic, value, key=key, partition=p))
         for f in futures:
             await f
@@ -103,7 +107,9 @@ async def bench_faust(settings: Settings, ticks: list[Tick]) -> float:
     for name in ("kafka_bootstrap", "namespace", "partitions"):
         env[envvar(name)] = str(getattr(settings, name))
     env[envvar("metrics_port")] = "0"
-    worker = subprocess.Popen([sys.executable, "-m", "cli", "-q", "process"], env=env)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli", "-q", "process", "--no-seed-from-clickhouse"], env=env
+    )
     try:
         is_eof = lambda run: lambda d: isinstance(d, dict) and d.get("run_id") == run  # noqa: E731
         warm = uuid.uuid4().hex

@@ -1,16 +1,25 @@
-"""Sink throughput into chDB through the real broker, beside a bare insert of the same rows.
+"""Sink throughput and the storage each table costs per tick, on chDB.
 
-    python bench/sink.py [--ticks 1000000] [--batch-rows 50000] [--rounds 3]
+    python bench/sink.py [--ticks 1000000] [--batch-rows 50000] [--schema-version N]
+    python bench/sink.py --broker [--ticks 1000000] [--batch-rows 50000] [--rounds 3]
                          [--kafka-bootstrap 127.0.0.1:9092]
 
-Each round pre-publishes the ticks (messages of 500 ticks of one symbol, the
-publisher's wire format) plus end markers to a fresh namespace, then times the
-sink draining them: from its first fetched message until the last insert is
-acknowledged and its offsets committed (group join excluded; printed apart).
-The bare side inserts the very same rows with clickhouse-connect in the same
-process, column-oriented, in batches of the same size with deduplication
-tokens, into a database with the same schema (same materialized views), which
-is the floor of what any Python sink can do. Figures are printed, never asserted.
+Default (no broker needed): the ticks, as messages of 500 ticks of one symbol (the
+publisher's wire format), go through the sink's own insert path (``Inserter`` with
+JSON blocks of ``--batch-rows`` rows, deduplication tokens derived as the sink derives
+them) into a fresh chDB database with the full schema, so every materialized view runs
+as in production. Printed: ticks/s, then, after OPTIMIZE FINAL of every table, the bytes
+on disk per tick of each table (what a year of ticks will cost), and a check that the
+OHLC views count every tick once. ``--schema-version 5`` measures the schema as it was
+before the OHLC states stopped keeping a set of tick identities.
+
+``--broker``: each round pre-publishes the ticks plus end markers to a fresh namespace,
+then times the sink draining them: from its first fetched message until the last insert
+is acknowledged and its offsets committed (group join excluded; printed apart). The bare
+side inserts the very same rows with clickhouse-connect in the same process,
+column-oriented, in batches of the same size with deduplication tokens, into a database
+with the same schema (same materialized views), which is the floor of what any Python
+sink can do. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -29,10 +38,11 @@ from pathlib import Path
 import clickhouse_connect
 import orjson
 
+from cli.progress import progress_printer
 from producers.publisher import make_producer
-from sinks.clickhouse_sink import ClickHouseSink
+from sinks.clickhouse_sink import Block, ClickHouseSink, Inserter
 from sinks.rows import TABLES
-from sinks.schema import migrate
+from sinks.schema import OHLC_INTERVALS, migrate, table_sizes
 from tickstream import contracts, kafka_local
 from tickstream.clickhouse import ClickHouse
 from tickstream.kafka_io import ensure_topics
@@ -138,13 +148,90 @@ def bare_round(
     return time.perf_counter() - started
 
 
+def sink_blocks(rows: list[list[object]], batch_rows: int) -> list[Block]:
+    """Tick blocks as the sink builds them from Kafka: whole messages (500 ticks of one
+    symbol) until ``batch_rows`` rows, tokens derived from the offsets they hold. Messages
+    are in time order across symbols, as a live feed's partitions are read together."""
+    values = sorted(messages(rows), key=lambda kv: orjson.loads(kv[1])[0][1])
+    blocks: list[Block] = []
+    block: Block | None = None
+    first = 0
+    for offset, (_key, value) in enumerate(values):
+        if block is None:
+            block, first = Block("ticks", json=[]), offset
+        block.add_message(value, len(orjson.loads(value)), ("bench.ticks", 0, offset, 0))
+        if block.rows >= batch_rows or offset == len(values) - 1:
+            block.span = f"bench.ticks:0:{first}-{offset + 1}"
+            block.token = hashlib.sha1(f"ticks|{block.span}".encode()).hexdigest()
+            blocks.append(block)
+            block = None
+    return blocks
+
+
+async def storage_run(args: argparse.Namespace) -> None:
+    """The sink's insert path alone (no broker): ticks/s, then bytes per tick per table."""
+    workdir = Path(tempfile.mkdtemp(prefix="tickstream-bench-sink-"))
+    client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'chdb'}")
+    ch = ClickHouse(client)
+    db = "tickstream"
+    try:
+        version = migrate(client, db, until=args.schema_version)
+        rows = make_ticks(args.ticks)
+        blocks = sink_blocks(rows, args.batch_rows)
+        print(
+            f"{args.ticks:,} ticks, {len(blocks):,} inserts of up to {args.batch_rows:,} rows "
+            f"through the sink's Inserter into chDB {workdir} (schema version {version})"
+        )
+        inserter = Inserter(ch, db)
+        report = progress_printer(args.ticks, "inserted")
+        done = 0
+        started = time.perf_counter()
+        for block in blocks:
+            refused = await inserter.insert(block)
+            assert not refused, refused[0].reason
+            done += block.rows
+            report(done)
+        seconds = time.perf_counter() - started
+        print(f"sink insert path : {args.ticks / seconds:12,.0f} ticks/s ({seconds:.1f}s)")
+        sizes = await ch.run(table_sizes, client, db, optimize=True)
+        print(f"on disk after OPTIMIZE FINAL, per tick inserted ({args.ticks:,}):")
+        print(f"  {'table':24s} {'rows':>12s} {'bytes':>14s} {'bytes/tick':>11s}")
+        for table, (n_rows, n_bytes) in sorted(sizes.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {table:24s} {n_rows:12,d} {n_bytes:14,d} {n_bytes / args.ticks:11.3f}")
+        ohlc = [f"ohlc_{name}_state" for name in OHLC_INTERVALS]
+        states = sum(sizes.get(t, (0, 0))[1] for t in ohlc)
+        ticks_bytes = sizes["ticks"][1]
+        print(
+            f"  OHLC states together: {states / args.ticks:.3f} bytes/tick, "
+            f"{states / ticks_bytes:.1%} of ticks"
+        )
+        counts = [
+            int(client.command(f"SELECT sum(ticks) FROM {db}.ohlc_{name}"))
+            for name in OHLC_INTERVALS
+        ]
+        status = "ok" if counts == [args.ticks] * len(counts) else "WRONG"
+        print(f"  ticks counted by ohlc_1m/1h/1d: {counts} ({status})")
+    finally:
+        ch.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kafka-bootstrap", default="127.0.0.1:9092")
+    parser.add_argument(
+        "--schema-version", type=int, default=None, help="stop migrations there (a before)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--broker only")
+    parser.add_argument("--kafka-bootstrap", default="127.0.0.1:9092", help="--broker only")
+    parser.add_argument(
+        "--broker", action="store_true", help="Kafka -> sink rounds beside a bare insert"
+    )
     args = parser.parse_args()
+    if not args.broker:
+        await storage_run(args)
+        return
     bootstrap = args.kafka_bootstrap
     started_broker = False
     if not kafka_local.reachable(bootstrap):

@@ -515,6 +515,7 @@ class Soak:
             kafka_bootstrap=self.broker.bootstrap,
             namespace="soak" + uuid.uuid4().hex[:8],
             clickhouse_url=f"chdb://{workdir / 'chdb'}",
+            clickhouse_database=DATABASE,  # the accounting reads it by name
             metrics_port=0,
             partitions=options.partitions,
         )

@@ -18,14 +18,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _HELP = {
     "kafka_bootstrap": "Kafka bootstrap servers, host:port[,host:port].",
-    "namespace": "Prefix of every topic and consumer group; two namespaces never mix.",
+    "namespace": "Prefix of every topic and consumer group, and the ClickHouse database's "
+    "name unless --clickhouse-database is given: two namespaces never mix.",
     "clickhouse_url": "chdb:///<dir> (embedded ClickHouse engine) or http(s)://host:8123.",
-    "clickhouse_database": "ClickHouse database holding tickstream's tables.",
+    "clickhouse_database": "ClickHouse database holding tickstream's tables "
+    "[default: tickstream for the namespace tickstream, else tickstream_<namespace>].",
     "partitions": "Partitions of each topic tickstream creates.",
-    "metrics_port": "Port of this process's Prometheus /metrics endpoint (0 = off).",
+    "processors": "tickstream run: stream processor child processes, one consumer group "
+    "sharing the partitions (1 to --partitions); processor i (from 0) serves its metrics on "
+    "--metrics-port + 1 + i.",
+    "metrics_port": "Port of this process's Prometheus /metrics endpoint (0 = off; "
+    "`tickstream run`: processor i on this + 1 + i).",
+    "clickhouse_http_port": "Serve ClickHouse's HTTP interface over the chDB directory this "
+    "process holds, so clients can query it meanwhile (0 = off; `tickstream run`: 8124 unless "
+    "given; needs the password).",
+    "clickhouse_http_host": "Interface of the ClickHouse HTTP interface (0.0.0.0: all).",
+    "clickhouse_http_password": "Password of its user 'default' (`tickstream run`: a fresh "
+    "random one unless given; `tickstream query` finds it by itself).",
+    "clickhouse_http_writable": "Let its clients write (inserts, DDL): off = read-only, as "
+    "production's analyst (readonly=1, final=1).",
+    "clickhouse_wait_s": "Processor: how long (s) to wait at start for ClickHouse to give "
+    "the record seeds before failing (it never starts without them).",
     "allowed_lateness_ms": "How far (ms, event time) a tick may arrive out of order.",
     "sim_rate": "tickstream run: the simulated market's ticks/s (0 = as fast as possible).",
     "lateness_by_symbol": "Per-symbol lateness (ms) overriding the default: XAU:0;XAG:500.",
+    "max_jump_ms": "A tick stamped more than this (ms) past its symbol's clock moves the clock "
+    "only once --jump-confirm-ticks later ticks confirm the jump (0 = off).",
+    "max_jump_by_symbol": "Per-symbol --max-jump-ms overriding the default: XAU:0;XAG:30000.",
+    "jump_confirm_ticks": "Later ticks that confirm a clock jump beyond --max-jump-ms (>= 1).",
+    "price_bands": "Producers: per-symbol sanity band; a price outside is rejected as "
+    "out_of_band: XAU:100-100000;XAG:1-5000.",
     "sink_batch_rows": "Sink: most rows per ClickHouse insert.",
     "sink_flush_ms": "Sink: longest wait (ms) before a partial batch is inserted.",
     "ticks_ttl_days": "Sink: raw ticks expire this many days after event time (0 = keep).",
@@ -42,7 +64,8 @@ _HELP = {
     "divergence_return_horizon_ms": "Horizon (ms) of the relative-return spread.",
     "divergence_z_open": "A divergence window opens when |z| reaches this.",
     "divergence_z_close": "An open divergence window closes when |z| falls below this.",
-    "record_seeds": "JSON file of known records per symbol (see README); empty = none.",
+    "record_seeds": "JSON file of known records per symbol (see README); empty = none. "
+    "Producers judge a symbol's first tick against it.",
     "gateway.host": "Interface to listen on.",
     "gateway.port": "TCP port.",
     "gateway.tokens": "Access tokens: 'TOKEN[:SYM+SYM],...' (a symbol list restricts that token).",

@@ -17,6 +17,9 @@ def analytics_config(
     return AnalyticsConfig(
         allowed_lateness_ms=settings.allowed_lateness_ms,
         lateness_ms_by_symbol=settings.parsed_lateness_by_symbol(),
+        max_jump_ms=settings.max_jump_ms,
+        max_jump_ms_by_symbol=settings.parsed_max_jump_by_symbol(),
+        jump_confirm_ticks=settings.jump_confirm_ticks,
         rolling=RollingConfig(settings.parsed_rolling_windows()),
         records=RecordConfig(
             level_steps=settings.parsed_level_steps(),

@@ -11,6 +11,14 @@ delivered the marker of a run, the open windows are flushed as final and the
 marker is passed on to every output topic (the dead-letter topic included: the
 processor's own dead letters come before it), so the sink knows when everything
 derived from that input has arrived.
+
+A core may own one ticks partition (``partition``): the unit of scale-out, since a
+partition holds whole symbol groups (tickstream.groups). Its marker then ends its own
+input, and everything it derives, the marker last, goes to that same partition of every
+output topic: the marker on output partition p covers exactly the rows derived from
+ticks partition p, whichever worker owns it, so the sink's count of markers still means
+"everything is in". Its snapshot carries the group layout, and a restore under another
+layout is refused (``LayoutChanged``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -35,7 +44,9 @@ from tickstream.contracts import (
     encode_end_of_input,
     encode_ticks,
 )
+from tickstream.groups import GroupLayout, describe_change
 from tickstream.model import Tick
+from tickstream.settings import ConfigError
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -62,6 +73,13 @@ class StepOutput:
     ticks: int = 0
 
 
+class LayoutChanged(ConfigError):
+    """State written under other symbol groups: restoring it would split a group."""
+
+    def __init__(self, namespace: str, stored: GroupLayout, current: GroupLayout) -> None:
+        super().__init__("divergence_pairs", describe_change(namespace, stored, current))
+
+
 class ProcessorCore:
     def __init__(
         self,
@@ -69,14 +87,19 @@ class ProcessorCore:
         config: AnalyticsConfig,
         output_partitions: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        partition: int | None = None,
+        layout: GroupLayout | None = None,
     ) -> None:
         self.topics = topics
         self.clock_ms = clock_ms  # the signal events' emission time (injected in tests)
         self.analytics = Analytics(config)
         self.output_partitions = output_partitions
+        self.partition = partition  # the ticks partition this core owns; None: all of them
+        self.layout = layout  # checked on restore, kept in the snapshot
         self.applied: dict[int, int] = {}  # ticks-topic partition -> last offset in the state
         metrics.PROCESSOR_ERRORS.labels("undecodable")  # exported at 0 from the start
         self.eof_seen: dict[str, set[int]] = {}
+        self._placed: set[str] = set()  # symbols whose partition was checked
 
     def step(self, batch: Iterable[Incoming]) -> StepOutput:
         out = StepOutput()
@@ -94,7 +117,9 @@ class ProcessorCore:
             if decoded.control is not None and self._eof(decoded.control):
                 finished.append(decoded.control.run_id)
         if ticks:
-            self._count(ticks)
+            symbols = self._count(ticks)
+            if self.layout is not None and not symbols <= self._placed:
+                self._check_placement(symbols)
             result = self.analytics.update(ticks, now_ms=self.clock_ms())
             # signal events first: a provisional signal is what a desk waits for
             self._publish([*result.events, *result.rows], result.late, out)
@@ -104,8 +129,9 @@ class ProcessorCore:
             flushed = self.analytics.flush(now_ms=self.clock_ms())
             self._publish([*flushed.events, *flushed.rows], flushed.late, out)
             _observe_signal_latency(flushed.events)
+            ends = range(self.output_partitions) if self.partition is None else [self.partition]
             for topic in self.topics.processor_outputs():
-                for p in range(self.output_partitions):
+                for p in ends:
                     marker = encode_end_of_input(run_id, p, self.output_partitions)
                     out.messages.append(Outgoing(topic, b"", marker, p))
             log.info("end of input %s: open windows flushed, marker passed on", run_id)
@@ -118,6 +144,8 @@ class ProcessorCore:
             metrics.DIVERGENCE_OPEN.labels(pair, metric).set(direction)
 
     def _eof(self, marker: EndOfInput) -> bool:
+        if self.partition is not None:
+            return True  # the marker on its own partition ends all this core will see
         seen = self.eof_seen.setdefault(marker.run_id, set())
         seen.add(marker.partition)
         if len(seen) >= marker.partitions:
@@ -141,29 +169,48 @@ class ProcessorCore:
                 symbol=item.symbol,
             )
             key = (item.symbol or "").encode()
-            out.messages.append(Outgoing(self.topics.dlq, key, letter.encode()))
+            out.messages.append(Outgoing(self.topics.dlq, key, letter.encode(), self.partition))
         log.error("%s: %d refused tick(s), first: %s", position, len(bad), bad[0].detail)
 
     def _publish(self, rows: list[OutputRow], late: list[Tick], out: StepOutput) -> None:
         kinds: Counter[str] = Counter()
         topics = self.topics
+        partition = self.partition
         for row in rows:
             spec = row.SPEC
             kinds[spec.kind] += 1
             out.messages.append(
-                Outgoing(getattr(topics, spec.topic), row.key.encode(), row.encode())
+                Outgoing(getattr(topics, spec.topic), row.key.encode(), row.encode(), partition)
             )
         for kind, n in kinds.items():
             metrics.PROCESSOR_OUTPUTS.labels(kind).inc(n)
         for tick in late:
             metrics.PROCESSOR_LATE.labels(tick.symbol).inc()
             out.messages.append(
-                Outgoing(self.topics.late, tick.symbol.encode(), encode_ticks([tick]))
+                Outgoing(self.topics.late, tick.symbol.encode(), encode_ticks([tick]), partition)
             )
 
+    def _check_placement(self, symbols: set[str]) -> None:
+        """Warn, once per symbol, of a tick on another partition than its group's.
+
+        Ticks from a producer that keys by symbol (not by group, as the publisher does)
+        split a group across cores, whose pairs and syncs then never meet.
+        """
+        assert self.layout is not None and self.partition is not None
+        for symbol in symbols - self._placed:
+            self._placed.add(symbol)
+            home = self.layout.partition_of(symbol, self.output_partitions)
+            if home != self.partition:
+                log.warning(
+                    "%s arrived on ticks partition %d, but its group %s belongs on %d: its "
+                    "producer does not key ticks by group, so the group's pairs and syncs "
+                    "are incomplete (docs/scaling.md)",
+                    symbol, self.partition, self.layout.group_of(symbol), home,
+                )  # fmt: skip
+
     @staticmethod
-    def _count(ticks: list[Tick]) -> None:
-        """Per-batch metrics, latency sampled on each symbol's last tick."""
+    def _count(ticks: list[Tick]) -> set[str]:
+        """Per-batch metrics, latency sampled on each symbol's last tick; the symbols."""
         per_symbol: Counter[str] = Counter()
         newest: dict[str, int] = {}
         last: dict[str, Tick] = {}
@@ -180,19 +227,26 @@ class ProcessorCore:
             recv_ms = last[symbol].recv_ms
             if recv_ms is not None:
                 metrics.E2E_LATENCY.labels("processor").observe(max(0.0, now_s - recv_ms / 1000))
+        return set(per_symbol)
 
     def snapshot(self) -> bytes:
-        return orjson.dumps(
-            {
-                "applied": self.applied,
-                "eof_seen": {k: sorted(v) for k, v in self.eof_seen.items()},
-                "analytics": self.analytics.snapshot(),
-            },
-            option=orjson.OPT_NON_STR_KEYS,
-        )
+        state: dict[str, Any] = {
+            "applied": self.applied,
+            "eof_seen": {k: sorted(v) for k, v in self.eof_seen.items()},
+            "analytics": self.analytics.snapshot(),
+        }
+        if self.partition is not None:
+            state["partition"] = self.partition
+        if self.layout is not None:
+            state["layout"] = self.layout.to_json()
+        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)
 
     def restore(self, blob: bytes) -> None:
         state = orjson.loads(blob)
+        if self.layout is not None:
+            stored = GroupLayout.from_json(state.get("layout", []))
+            if stored != self.layout:
+                raise LayoutChanged(self.topics.namespace, stored, self.layout)
         self.applied = {int(k): v for k, v in state["applied"].items()}
         self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
         self.analytics.restore(state["analytics"])

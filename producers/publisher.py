@@ -8,6 +8,11 @@ symbol's ticks of that long share a message, but the first ticks after a quiet s
 leave as soon as the source pauses (a live tick waits for no timer). A bounded
 number of batches may await acknowledgement at once, so a slow broker slows the
 source down instead of filling memory.
+
+Order: each symbol's ticks reach its partition in the order validation accepted them,
+whichever task ships them (the publishing task a full message, the linger task the
+rest, concurrent ``publish`` calls each their own) and however long the broker keeps a
+batch waiting; ``_PartitionBatches`` says how.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +33,7 @@ from producers.records import RawTick, Rejection
 from producers.validation import REASONS, Row, Validator
 from tickstream import metrics
 from tickstream.contracts import encode_end_of_input, encode_tick_rows
+from tickstream.groups import GroupLayout
 from tickstream.settings import Settings
 from tickstream.topics import Topics
 
@@ -73,36 +80,67 @@ def _report_linger_failure(task: asyncio.Task[None]) -> None:
         log.error("the background sender failed: %r; publishing stops", task.exception())
 
 
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
 class _PartitionBatches:
-    """One open aiokafka batch per (topic, partition); full batches are submitted."""
+    """One open aiokafka batch per (topic, partition); full batches are submitted.
+
+    Order: a message's place on its partition is fixed when it is *queued* (``put``, a
+    plain call: no await between a symbol's rows leaving its pending buffer and their
+    place in the queue), not when some task gets round to it. ``pump`` moves the queue
+    into batches strictly in queue order, one pumper at a time; a message leaves the
+    queue only once it is in a batch, and a batch leaves ``_open`` only once aiokafka
+    took it, so a pumper interrupted anywhere (a broker away, a cancelled linger task)
+    leaves nothing for the next one to overtake or lose.
+    """
 
     def __init__(self, producer: AIOKafkaProducer, max_in_flight: int) -> None:
         self._producer = producer
         self._open: dict[tuple[str, int], Any] = {}
-        self._in_flight: list[tuple[asyncio.Future[Any], int, float, str]] = []
+        self._queue: deque[tuple[str, int, bytes, bytes]] = deque()
+        self._in_flight: deque[tuple[asyncio.Future[Any], int, float, str]] = deque()
         self._max_in_flight = max_in_flight
         self._lock = asyncio.Lock()
 
-    async def add(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        async with self._lock:  # the linger task submits batches concurrently
+    def put(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Queue a message: its order among the partition's messages is decided here."""
+        self._queue.append((topic, partition, key, value))
+
+    async def pump(self) -> None:
+        """Move every queued message into its partition's open batch, in queue order."""
+        async with self._lock:
+            await self._pump()
+
+    async def _pump(self) -> None:
+        queue = self._queue
+        while queue:
+            topic, partition, key, value = queue[0]
             slot = (topic, partition)
             batch = self._open.get(slot)
             if batch is None:
                 batch = self._open[slot] = self._producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                await self._submit(slot)
-                batch = self._open[slot] = self._producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.record_count() == 0:
+                    queue.popleft()
                     raise ValueError(f"message of {len(value)} bytes does not fit a batch")
-        metrics.PRODUCER_BYTES.labels(topic).inc(len(value))
+                await self._submit(slot)  # the message stays first in the queue meanwhile
+                continue
+            queue.popleft()
+            metrics.PRODUCER_BYTES.labels(topic).inc(len(value))
 
     async def _submit(self, slot: tuple[str, int]) -> None:
-        batch = self._open.pop(slot)
+        batch = self._open.get(slot)
+        if batch is None:
+            return
         count = batch.record_count()
         if count == 0:
+            del self._open[slot]
             return
         batch.close()
         future = await self._send(batch, slot)
+        del self._open[slot]  # only now: interrupted before, the next submit sends it
         self._in_flight.append((future, count, time.perf_counter(), slot[0]))
         metrics.PRODUCER_BUFFER.inc(count)
         while len(self._in_flight) > self._max_in_flight:
@@ -113,9 +151,10 @@ class _PartitionBatches:
 
         aiokafka raises KafkaTimeoutError when the partition's queue does not drain within
         its request timeout (a broker away), *before* the batch is enqueued: sending the
-        same batch again therefore cannot double it. The source waits meanwhile.
+        same batch again therefore cannot double it. The source waits meanwhile, and so
+        does every other message: the lock is held, so nothing can overtake this batch.
         """
-        delay_s, waited_s = 0.5, 0.0
+        delay_s, waited_s = RETRY_FIRST_S, 0.0
         while True:
             try:
                 return await self._producer.send_batch(batch, slot[0], partition=slot[1])
@@ -128,27 +167,31 @@ class _PartitionBatches:
                 )
                 await asyncio.sleep(delay_s)
                 waited_s += delay_s
-                delay_s = min(delay_s * 2, 10.0)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
 
     async def _settle_oldest(self) -> None:
-        future, count, started, topic = self._in_flight.pop(0)
+        future, count, started, topic = self._in_flight[0]
         try:
-            await future
+            await asyncio.shield(future)  # a cancelled waiter leaves the batch awaitable
         except Exception:
+            self._in_flight.popleft()
+            metrics.PRODUCER_BUFFER.dec(count)
             metrics.PRODUCER_ERRORS.labels(topic).inc()
             raise
-        finally:
-            metrics.PRODUCER_BUFFER.dec(count)
+        self._in_flight.popleft()
+        metrics.PRODUCER_BUFFER.dec(count)
         metrics.PRODUCER_SEND_SECONDS.observe(time.perf_counter() - started)
 
     async def submit_all(self) -> None:
         async with self._lock:
+            await self._pump()
             for slot in list(self._open):
                 await self._submit(slot)
 
     async def flush(self) -> None:
-        """Submit every open batch and wait until the broker acknowledged all of them."""
+        """Submit everything queued and open; wait until the broker acknowledged it all."""
         async with self._lock:
+            await self._pump()
             for slot in list(self._open):
                 await self._submit(slot)
             while self._in_flight:
@@ -272,17 +315,24 @@ class Publisher:
             metrics.LAST_TICK_TS.labels("producer", symbol).set(ts_ms / 1000)
 
     async def _ship_pending(self, count: bool = True) -> None:
+        """Queue every pending message at once (no await until all are queued), then pump.
+
+        Queuing them one by one across awaits let the publishing task queue a newer full
+        message of a symbol not yet reached ahead of that symbol's older ticks.
+        """
         if count:
             self._count_published()
         pending, self._pending = self._pending, {}
         for symbol, rows in pending.items():
-            await self._ship(symbol, rows)
+            self._queue_message(symbol, rows)
+        assert self._batches is not None
+        await self._batches.pump()
 
-    async def _ship(self, symbol: str, rows: list[Row]) -> None:
-        """One message of a symbol's rows, in the ticks topic's batch format."""
+    def _queue_message(self, symbol: str, rows: list[Row]) -> None:
+        """One message of a symbol's rows, in the ticks topic's batch format, queued."""
         assert self._batches is not None
         key = symbol.encode()
-        await self._batches.add(
+        self._batches.put(
             self.topics.ticks, self._partition(symbol, key), key, encode_tick_rows(rows)
         )
 
@@ -310,6 +360,8 @@ class Publisher:
         accepted: list[Row] = []
         rejected: list[Rejection] = []
         totals = self._accepted.setdefault(name, {})
+        batches = self._batches
+        assert batches is not None
         async for raw in source:
             count += 1
             if raw.source != name:
@@ -319,9 +371,8 @@ class Publisher:
             row = feed_row(raw, accepted, rejected)
             if row is not None:
                 self.report.accepted += 1
-                full = self._take(row, totals)
-                if full is not None:
-                    await self._ship(row[0], full)
+                if self._take(row, totals):
+                    await batches.pump()
                     self._wake.set()  # its aiokafka batch is open until the linger task ships it
             elif accepted or rejected:
                 await self._emit(accepted, rejected, name)
@@ -339,8 +390,10 @@ class Publisher:
             progress(count)
         return self.report
 
-    def _take(self, row: Row, totals: dict[str, int]) -> list[Row] | None:
-        """Add an accepted row to its symbol's pending message; return the message once full."""
+    def _take(self, row: Row, totals: dict[str, int]) -> bool:
+        """Add an accepted row to its symbol's pending message; True once that message was
+        full and is queued (the caller pumps: queuing here, with no await since the row
+        was accepted, is what keeps the symbol's order)."""
         symbol = row[0]
         pending = self._pending  # re-read each time: the linger task swaps it out
         rows = pending.get(symbol)
@@ -352,9 +405,10 @@ class Publisher:
         if row[1] > self._newest_ts.get(symbol, 0):
             self._newest_ts[symbol] = row[1]
         if len(rows) < self._ticks_per_message:
-            return None
+            return False
         del pending[symbol]
-        return rows
+        self._queue_message(symbol, rows)
+        return True
 
     async def _emit(self, accepted: list[Row], rejected: list[Rejection], source: str) -> None:
         """Accepted rows to their pending messages, rejections to the DLQ, in order."""
@@ -362,9 +416,7 @@ class Publisher:
         assert batches is not None
         totals = self._accepted.setdefault(source, {})
         for row in accepted:
-            full = self._take(row, totals)
-            if full is not None:
-                await self._ship(row[0], full)
+            self._take(row, totals)
         self.report.accepted += len(accepted)
         if accepted or rejected:
             self._wake.set()
@@ -372,19 +424,23 @@ class Publisher:
             key = (rejection.symbol or rejection.source).encode()
             partitions = self._partitions[self.topics.dlq]
             partition = self._partitioner(key, partitions, partitions)
-            await batches.add(self.topics.dlq, partition, key, rejection.encode())
+            batches.put(self.topics.dlq, partition, key, rejection.encode())
             metrics.PRODUCER_REJECTED.labels(rejection.source, rejection.reason).inc()
             self.report.rejected += 1
             self.report.by_reason[rejection.reason] = (
                 self.report.by_reason.get(rejection.reason, 0) + 1
             )
             self._on_rejection(rejection)
+        await batches.pump()
 
     def _partition(self, symbol: str, key: bytes) -> int:
         partition = self._partition_of.get(symbol)
         if partition is None:
             partitions = self._partitions[self.topics.ticks]
-            partition = self._partitioner(key, partitions, partitions)
+            # keyed by the symbol's group: symbols a pair or sync group ties share a
+            # partition, so one processor core sees them all (tickstream.groups)
+            group = GroupLayout.from_settings(self.settings).group_of(symbol).encode()
+            partition = self._partitioner(group, partitions, partitions)
             self._partition_of[symbol] = partition
         return partition
 
@@ -399,7 +455,7 @@ class Publisher:
         partitions = self._partitions[self.topics.ticks]
         for p in partitions:
             marker = encode_end_of_input(run_id, p, len(partitions))
-            await self._batches.add(self.topics.ticks, p, b"", marker)
+            self._batches.put(self.topics.ticks, p, b"", marker)
         await self._batches.flush()
 
 

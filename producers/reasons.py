@@ -14,9 +14,10 @@ MALFORMED = "malformed"
 INVALID_PRICE = "invalid_price"
 CROSSED_QUOTE = "crossed_quote"
 FUTURE_TS = "future_ts"
+OUT_OF_BAND = "out_of_band"
 DUPLICATE = "duplicate"
 SPIKE = "spike"
-REASONS = (MALFORMED, INVALID_PRICE, CROSSED_QUOTE, FUTURE_TS, DUPLICATE, SPIKE)
+REASONS = (MALFORMED, INVALID_PRICE, CROSSED_QUOTE, FUTURE_TS, OUT_OF_BAND, DUPLICATE, SPIKE)
 
 
 class InvalidInput(Exception):

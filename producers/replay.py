@@ -11,7 +11,7 @@ import asyncio
 import csv
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -144,6 +144,50 @@ def earliest_ts_ms(config: ReplayConfig) -> int | None:
     """The file's earliest parseable event time (the replay's "as of" for record seeds)."""
     times = (_ts_or_none(raw.fields.get("ts", "")) for raw in read_file(config) if raw.fields)
     return min((t for t in times if t is not None), default=None)
+
+
+@dataclass(slots=True)
+class SymbolSpan:
+    """One symbol's event times in a replay file."""
+
+    first_ms: int
+    last_ms: int
+    ticks: int = 0
+    behind: int = 0  # ticks stamped at or before the cutoff given for the symbol
+
+
+def time_spans(
+    config: ReplayConfig, cutoffs: Mapping[str, int] | None = None
+) -> dict[str, SymbolSpan]:
+    """Per symbol, the file's earliest and latest event time, its ticks, and how many are
+    stamped at or before ``cutoffs[symbol]``.
+
+    A namespace's processor calls a tick late once its symbol's watermark has passed it,
+    so a file is checked against those watermarks before it is published: one pass, also
+    giving the earliest time that record seeds are taken "as of". Lines validation would
+    refuse (no symbol, a bad time) are left to it and not counted here.
+    """
+    cutoffs = cutoffs or {}
+    spans: dict[str, SymbolSpan] = {}
+    for raw in read_file(config):
+        if not raw.fields:
+            continue
+        symbol, ts = raw.fields.get("symbol"), _ts_or_none(raw.fields.get("ts", ""))
+        if ts is None or not isinstance(symbol, str) or not symbol.strip():
+            continue
+        symbol = symbol.strip()
+        span = spans.get(symbol)
+        if span is None:
+            span = spans[symbol] = SymbolSpan(ts, ts)
+        elif ts < span.first_ms:
+            span.first_ms = ts
+        elif ts > span.last_ms:
+            span.last_ms = ts
+        span.ticks += 1
+        cutoff = cutoffs.get(symbol)
+        if cutoff is not None and ts <= cutoff:
+            span.behind += 1
+    return spans
 
 
 def _before(ts_text: object, start_ts_ms: int) -> bool:

@@ -20,6 +20,11 @@ Two ways to run it:
 
 Same seed, same ticks (prices, sizes, seqs and event-time offsets; only
 ``recv_ms`` comes from the clock).
+
+Each default instrument also comes with a history (``AssetHistory``: its all-time high
+and low and the first crossings of its round-number levels), which `tickstream run`
+hands the processor as record seeds (``record_seeds``). A market the processor knew
+nothing of would make every small new high of its first minutes an "all-time high".
 """
 
 from __future__ import annotations
@@ -34,11 +39,87 @@ from typing import Any
 import orjson
 
 from producers.records import RawTick, wall_ms
+from tickstream.timestamps import parse_ts_ms
 
 SOURCE = "simulator"
 SECONDS_PER_YEAR = 365.25 * 86_400
 DEFAULT_START_MS = 1_769_385_600_000  # 2026-01-26T00:00:00Z: gold near 5000, silver near 107
 _YIELD_EVERY = 1_000  # fast mode: let the event loop breathe this often
+
+
+Crossing = tuple[float, float, str]
+"""(step, level, ISO-8601 UTC time): the first crossing of a level of a step's grid."""
+
+
+@dataclass(frozen=True, slots=True)
+class AssetHistory:
+    """What is known of an instrument before the simulation starts: its record seed.
+
+    Must agree with the starting price (low <= price <= high), or the first tick would
+    break a record the history says was never there.
+    """
+
+    ath: float
+    ath_ts: str  # ISO-8601 UTC
+    atl: float
+    atl_ts: str
+    first_up: tuple[Crossing, ...] = ()
+    first_down: tuple[Crossing, ...] = ()
+
+    def times_ms(self) -> list[int]:
+        crossings = (*self.first_up, *self.first_down)
+        return [parse_ts_ms(t) for t in (self.ath_ts, self.atl_ts, *(c[2] for c in crossings))]
+
+    def seed(self) -> dict[str, Any]:
+        """In the format of a --record-seeds file (processors/seeds.py)."""
+        return {
+            "ath": self.ath,
+            "ath_ts": self.ath_ts,
+            "atl": self.atl,
+            "atl_ts": self.atl_ts,
+            "first_up": [list(c) for c in self.first_up],
+            "first_down": [list(c) for c in self.first_down],
+        }
+
+
+# Where the worked example's day (examples/gold_silver_2026-01-26.csv, with its seeds
+# examples/record-seeds.json) leaves gold and silver: the simulated market starts at those
+# prices, so it takes over their history as of the end of that day.
+GOLD_HISTORY = AssetHistory(
+    ath=5051.91,
+    ath_ts="2026-01-26T06:53:51.525Z",
+    atl=252.80,
+    atl_ts="1999-07-20T00:00:00Z",
+    first_up=(
+        (100.0, 4900.0, "2026-01-22T09:30:00Z"),
+        (100.0, 5000.0, "2026-01-26T02:54:47.209Z"),
+        (1000.0, 4000.0, "2025-10-08T07:12:00Z"),
+        (1000.0, 5000.0, "2026-01-26T02:54:47.209Z"),
+    ),
+    first_down=(
+        (100.0, 5000.0, "2026-01-26T03:19:04.450Z"),
+        (1000.0, 5000.0, "2026-01-26T03:19:04.450Z"),
+    ),
+)
+SILVER_HISTORY = AssetHistory(
+    ath=107.353,
+    ath_ts="2026-01-26T07:38:01.674Z",
+    atl=3.55,
+    atl_ts="1993-02-26T00:00:00Z",
+    first_up=(
+        (1.0, 103.0, "2026-01-23T14:20:00Z"),
+        (1.0, 104.0, "2026-01-26T01:26:29.783Z"),
+        (1.0, 105.0, "2026-01-26T03:02:58.770Z"),
+        (1.0, 106.0, "2026-01-26T05:14:43.400Z"),
+        (1.0, 107.0, "2026-01-26T06:50:38.092Z"),
+        (10.0, 100.0, "2026-01-21T02:15:00Z"),
+    ),
+    first_down=(
+        (1.0, 104.0, "2026-01-26T01:35:17.804Z"),
+        (1.0, 105.0, "2026-01-26T03:07:56.744Z"),
+        (1.0, 107.0, "2026-01-26T06:58:11.119Z"),
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +133,12 @@ class AssetSpec:
     spread_bps: float  # mean bid/ask spread, basis points of mid
     decimals: int = 2  # price tick size 10**-decimals
     mean_size: float = 1.0  # mean traded size (exponential)
+    history: AssetHistory | None = None  # its record seed; None: a market without a past
 
 
 DEFAULT_ASSETS = (
-    AssetSpec("XAU", 5000.0, 0.25, 4.0, 0.6, 2, 5.0),
-    AssetSpec("XAG", 107.0, 0.45, 2.5, 3.0, 3, 50.0),
+    AssetSpec("XAU", 5000.0, 0.25, 4.0, 0.6, 2, 5.0, GOLD_HISTORY),
+    AssetSpec("XAG", 107.0, 0.45, 2.5, 3.0, 3, 50.0, SILVER_HISTORY),
 )
 
 
@@ -86,6 +168,12 @@ class SimulatorConfig:
         for a in self.assets:
             if a.price <= 0 or a.vol_annual < 0 or a.ticks_per_s <= 0 or a.spread_bps < 0:
                 raise ValueError(f"{a.symbol}: need price > 0, vol >= 0, ticks_per_s > 0: {a}")
+            history = a.history
+            if history is not None and not history.atl <= a.price <= history.ath:
+                raise ValueError(
+                    f"{a.symbol}: the starting price {a.price} is outside its history's "
+                    f"all-time range [{history.atl}, {history.ath}]"
+                )
         if not self.tail_dof > 2:
             raise ValueError(f"tail_dof must be > 2 (finite variance), got {self.tail_dof}")
         if self.rate_per_s < 0 or (self.count is not None and self.count < 0):
@@ -226,3 +314,19 @@ async def simulate(
         elif n % _YIELD_EVERY == _YIELD_EVERY - 1:  # behind (a rate above what the CPU does):
             await asyncio.sleep(0)  # still let the event loop breathe
         yield RawTick(raw.raw, raw.source, raw.position, now_ms(), raw.fields)
+
+
+def record_seeds(config: SimulatorConfig, now_ms: int) -> dict[str, dict[str, Any]]:
+    """The record seeds of ``simulate(config)`` started at ``now_ms``, by symbol (the format
+    of a --record-seeds file): the histories of its instruments that lie wholly before the
+    simulation's first tick.
+
+    A history ending after that does not apply: the unpaced simulator starts at
+    ``start_ms`` (26 January 2026, midnight), before the high that closed that day.
+    """
+    start_ms = now_ms if config.rate_per_s > 0 else config.start_ms
+    return {
+        a.symbol: a.history.seed()
+        for a in config.assets
+        if a.history is not None and max(a.history.times_ms()) < start_ms
+    }

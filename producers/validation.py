@@ -12,6 +12,7 @@ Checks, in order; the first that fails names the reason:
 * ``invalid_price``  price/bid/ask not finite or <= 0, size not finite or < 0;
 * ``crossed_quote``  bid > ask (a locked quote, bid == ask, passes);
 * ``future_ts``      event time more than ``max_future_ms`` ahead of now;
+* ``out_of_band``    price outside the symbol's sanity band (``price_bands``);
 * ``duplicate``      same ``Tick.identity()`` as an earlier accepted-or-held tick
                      (remembered per symbol within ``duplicate_horizon_ms`` of
                      that symbol's newest event time, so memory stays bounded);
@@ -42,11 +43,12 @@ from producers.reasons import (
     FUTURE_TS,
     INVALID_PRICE,
     MALFORMED,
+    OUT_OF_BAND,
     REASONS,
     SPIKE,
     InvalidInput,
 )
-from producers.validation_config import SpikeThresholds, ValidationConfig
+from producers.validation_config import SpikeThresholds, ValidationConfig, parse_price_bands
 from producers.validator import Validator
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "FUTURE_TS",
     "INVALID_PRICE",
     "MALFORMED",
+    "OUT_OF_BAND",
     "REASONS",
     "SPIKE",
     "InvalidInput",
@@ -62,5 +65,6 @@ __all__ = [
     "SpikeThresholds",
     "ValidationConfig",
     "Validator",
+    "parse_price_bands",
     "parse_tick",
 ]

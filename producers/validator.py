@@ -5,6 +5,9 @@ One ``Validator`` per input stream. The per-input checks come first
 
 * ``future_ts``: event time more than ``max_future_ms`` ahead of the injected
   clock (``now_ms``, the wall clock by default);
+* ``out_of_band``: a price outside the symbol's sanity band (``price_bands``): a
+  price no confirmation can make plausible (a 5e7 for gold) is refused at once, before
+  it can take the quarantine's place of reference or reach the kernels;
 * ``duplicate``: same ``Tick.identity()`` as an earlier accepted-or-held tick,
   remembered per symbol within ``duplicate_horizon_ms`` of that symbol's newest
   event time, so memory stays bounded however long the stream runs;
@@ -27,7 +30,12 @@ later tick votes, using the near threshold only:
 So at most ``confirm_ticks`` ticks per symbol are ever held. ``finish()``
 rejects an unconfirmed suspect the same way. The first tick of a symbol has no
 reference and is accepted, unless ``reference_prices`` seeds one (e.g. the
-previous close); a seeded reference has no time, so the far threshold applies.
+previous close) or ``reference_ranges`` a range (the record seeds' all-time low
+and high, ``ValidationConfig.with_record_seeds``): the first tick's reference is
+then the nearest point of the range (itself, inside it). A seeded reference has no
+time, so the far threshold applies. Without either, whatever comes first is the
+reference every later tick is judged by, an absurd first tick included: that is
+what the seeds and the sanity band are for.
 
 ``feed_row`` is the publisher's per-tick path and is tuned for it: the common
 outcome (this input accepted, nothing else settled) is decided inline, with one
@@ -44,7 +52,7 @@ from collections.abc import Callable, Iterable
 from time import time_ns as _time_ns
 
 from producers.parsing import Row, checked_row, quick_row
-from producers.reasons import DUPLICATE, FUTURE_TS, MALFORMED, SPIKE, InvalidInput
+from producers.reasons import DUPLICATE, FUTURE_TS, MALFORMED, OUT_OF_BAND, SPIKE, InvalidInput
 from producers.records import RawTick, Rejection, Verdicts, wall_ms
 from producers.validation_config import SpikeThresholds, ValidationConfig
 from tickstream.model import Tick
@@ -80,6 +88,9 @@ class _Symbol:
         "far",
         "near_ms",
         "calm",
+        "low",
+        "high",
+        "ref_range",
     )
 
     def __init__(self, symbol: str, limits: SpikeThresholds, spike_filter: bool) -> None:
@@ -99,6 +110,8 @@ class _Symbol:
         # a move within ``calm`` of the reference is never suspect, whatever the time
         # apart (near <= far): the common case is decided by one comparison
         self.calm = self.near if spike_filter else math.inf
+        self.low, self.high = 0.0, math.inf  # the sanity band
+        self.ref_range: tuple[float, float] | None = None  # the first tick's reference
 
     def remembered(self) -> int:
         return sum(1 if type(rows) is tuple else len(rows) for rows in self.seen.values())
@@ -184,6 +197,13 @@ class Validator:
         state = self._symbols.get(symbol)
         if state is None:
             state = self._new_state(symbol)
+        if not state.low <= price <= state.high:
+            detail = (
+                f"price {price!r} is outside {symbol}'s sanity band"
+                f" [{state.low!r}, {state.high!r}]"
+            )
+            rejected.append(_reject(raw, OUT_OF_BAND, detail, symbol))
+            return None
         seen = state.seen
         if ts_ms in seen:
             if not self._remember_another(state, row, raw, rejected):
@@ -206,6 +226,8 @@ class Validator:
         # else: already beyond the horizon, forgotten at once
         if state.suspect is None:
             ref = state.ref_price
+            if ref is None and state.ref_range is not None:
+                ref = self._first_reference(state, price)
             if ref is None or abs(price - ref) / ref <= state.calm:
                 state.ref_price, state.ref_ts_ms = price, ts_ms
                 return row
@@ -236,7 +258,22 @@ class Validator:
         seed = config.reference_prices.get(symbol)
         if seed is not None:
             state.ref_price = float(seed)
+        else:
+            state.ref_range = config.reference_ranges.get(symbol)
+        band = config.price_bands.get(symbol)
+        if band is not None:
+            state.low, state.high = band
         return state
+
+    @staticmethod
+    def _first_reference(state: _Symbol, price: float) -> float:
+        """A range's point nearest the first price: inside the range, the price itself
+        (nothing to suspect); outside, the bound it left by (judged from there)."""
+        assert state.ref_range is not None
+        low, high = state.ref_range
+        state.ref_range = None
+        state.ref_price, state.ref_ts_ms = min(max(price, low), high), None
+        return state.ref_price
 
     @staticmethod
     def _remember_another(

@@ -8,19 +8,17 @@ ClickHouse profile sets it for analysts). Partitions are by month of the row's
 event time, which is part of the identity, so duplicates always meet in the
 same partition.
 
-Migration 2 adds what analysts ask most, kept current by materialized views on
-``ticks``: OHLC at 1m/1h/1d (``ohlc_1m``, ``ohlc_1h``, ``ohlc_1d`` views over
-AggregatingMergeTree state tables), the daily high and low (``daily_high_low``)
-and the latest price per symbol (``latest_price``). Each state is idempotent, so
-a tick inserted twice (a retry, a restart, a second replay) changes nothing:
-open/close are ``argMin``/``argMax`` over a total order of (ts, price), high and
-low are ``max``/``min``, and the tick count is ``uniqExact`` over the tick's
-identity (the columns of ``ticks``' ORDER BY), i.e. the number of distinct ticks.
-1h and 1d are cascaded from the 1m states (cheaper than three views on ticks).
-It also adds ``ticks_ingest``, a Null table the sink writes tick batches into as
-JSON (ClickHouse parses them, Python does not); its view converts and fills ``ticks``.
-The aggregates outlive raw ticks: ``ticks_ttl_days`` (see ``apply_ticks_ttl``)
-may expire old ticks while their bars stay.
+This module holds the one ordered list and ``migrate``: a database records the versions
+it has (``schema_migrations``), so a change of schema is a new migration at the end of the
+list, and a database is brought up to date by what it lacks. Migrations 2 and 6, the OHLC
+and analyst views kept current from ``ticks``, are long enough to live in schema_ohlc.py;
+what every migration shares (``Migration``, ``TS``, the tick identity) is in
+schema_types.py. The aggregates outlive raw ticks: ``ticks_ttl_days`` (see
+``apply_ticks_ttl``) may expire old ticks while their bars stay.
+
+Migration 7 adds ``record_breaks.from_level``: a tick jumping across several levels
+gives one row (the furthest level), and the column keeps the nearest one, so the row
+still says every level that tick crossed (NULL on rows written before it).
 
 Migration 4 adds the real-time desk path's tables: ``rolling_breaks`` (a tick making
 a new high or low of a trailing window) and ``signal_ledger`` (every provisional,
@@ -32,23 +30,27 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
-from tickstream.contracts import TICK_COLUMNS
-from tickstream.model import TICK_IDENTITY
+from sinks.schema_ohlc import OHLC_INTERVALS, analyst_views, small_ohlc_states
+from sinks.schema_types import TS, Migration, Step, tick_identity_columns
+
+__all__ = [
+    "OHLC_INTERVALS",
+    "RAW_TICK_TABLES",
+    "TS",
+    "Migration",
+    "SchemaTooNew",
+    "Step",
+    "apply_ticks_ttl",
+    "migrate",
+    "migrations",
+    "table_sizes",
+    "ticks_ttl_days",
+]
 
 log = logging.getLogger(__name__)
-
-TS = "DateTime64(3, 'UTC')"
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    description: str
-    statements: tuple[str, ...]
 
 
 def migrations(db: str) -> tuple[Migration, ...]:
@@ -63,7 +65,7 @@ def migrations(db: str) -> tuple[Migration, ...]:
         venue LowCardinality(Nullable(String)),
         seq Nullable(Int64) CODEC(Delta, ZSTD(1)),
         recv_ts Nullable({TS}) CODEC(Delta, ZSTD(1))"""
-    tick_identity = f"({', '.join(_tick_identity_columns())})"
+    tick_identity = f"({', '.join(tick_identity_columns())})"
     return (
         Migration(
             1,
@@ -130,7 +132,7 @@ def migrations(db: str) -> tuple[Migration, ...]:
             ),
         ),
         Migration(
-            2, "OHLC 1m/1h/1d, daily high/low and latest price from ticks", _analyst_views(db)
+            2, "OHLC 1m/1h/1d, daily high/low and latest price from ticks", analyst_views(db)
         ),
         Migration(
             3,
@@ -175,6 +177,21 @@ def migrations(db: str) -> tuple[Migration, ...]:
             ),
         ),
         Migration(5, "per-day record states that outlive raw ticks", _record_states(db)),
+        Migration(
+            6,
+            "OHLC tick counts without a set of every tick: exact, idempotent, small",
+            small_ohlc_states(db),
+        ),
+        Migration(
+            7,
+            "record breaks show the span of a jump across several levels (from_level)",
+            # one row per tick and grid now: without the nearest level crossed, a seed
+            # read back from this table would not know the levels a jump passed over
+            (
+                f"""ALTER TABLE {db}.record_breaks
+                    ADD COLUMN IF NOT EXISTS from_level Nullable(Float64)""",
+            ),
+        ),
     )
 
 
@@ -208,131 +225,16 @@ _RECORDS_FROM_TICKS = """SELECT t.symbol AS symbol, toDate(t.ts) AS day,
     FROM {db}.ticks AS t GROUP BY symbol, day"""
 
 
-_NULLABLE_TICK_FIELDS = ("bid", "ask", "size", "venue", "seq", "recv_ms")
-
-
-def _tick_identity_columns(prefix: str = "") -> list[str]:
-    """The ticks table's ORDER BY: the tick contract's identity (nulls as -1)."""
-    return [
-        f"ifNull({prefix}{TICK_COLUMNS[f]}, -1)"
-        if f in _NULLABLE_TICK_FIELDS
-        else f"{prefix}{TICK_COLUMNS[f]}"
-        for f in TICK_IDENTITY
-    ]
-
-
-# A total order of ticks by (ts, price) as one Int128: open/close stay the same whatever
-# the order in which states merge (ties in ts go to the lower price for open, the higher
-# for close). Prices are positive, so their IEEE bits order like the numbers.
-_ORDER_KEY = (
-    "bitOr(bitShiftLeft(toInt128(toUnixTimestamp64Milli(t.ts)), 64), "
-    "toInt128(reinterpretAsUInt64(t.price)))"
-)
-# A tick's identity, as in ticks' ORDER BY (the symbol is part of every group key).
-_TICK_IDENTITY_ARGS = ", ".join(_tick_identity_columns("t.")[1:])
-OHLC_INTERVALS = {"1m": "toStartOfMinute", "1h": "toStartOfHour", "1d": "toStartOfDay"}
-
-
-def _analyst_views(db: str) -> tuple[str, ...]:
-    """Migration 2: aggregate tables, the views that feed them, the views that read them.
-
-    Order matters: state tables, then materialized views (1m and latest price on ticks,
-    1h and 1d cascaded on the 1m states), then the backfill of ticks already present
-    (which cascades too), then the plain views analysts read. Every statement is
-    idempotent, the backfill included (re-inserting states changes no result).
-    """
-    state_columns = f"""
-        symbol LowCardinality(String),
-        ts {TS} CODEC(Delta, ZSTD(1)),
-        open AggregateFunction(argMin, Float64, Int128),
-        high SimpleAggregateFunction(max, Float64),
-        low SimpleAggregateFunction(min, Float64),
-        close AggregateFunction(argMax, Float64, Int128),
-        ticks AggregateFunction(uniqExact, {TS}, Float64, Float64, Int64)"""
-    from_ticks = f"""SELECT t.symbol AS symbol, toStartOfMinute(t.ts) AS ts,
-            argMinState(t.price, {_ORDER_KEY}) AS open,
-            max(t.price) AS high, min(t.price) AS low,
-            argMaxState(t.price, {_ORDER_KEY}) AS close,
-            uniqExactState({_TICK_IDENTITY_ARGS}) AS ticks
-        FROM {db}.ticks AS t GROUP BY symbol, ts"""
-    latest_from_ticks = f"""SELECT t.symbol AS symbol, max(t.ts) AS ts,
-            argMaxState(t.price, {_ORDER_KEY}) AS price
-        FROM {db}.ticks AS t GROUP BY symbol"""
-    statements: list[str] = [
-        # the sink's fast path: tick batches go in as the JSON they travel as on Kafka
-        # (JSONCompactEachRow, parsed by ClickHouse, not Python) into this Null table,
-        # whose view turns epoch milliseconds into DateTime64 and writes ticks
-        f"""CREATE TABLE IF NOT EXISTS {db}.ticks_ingest (
-            symbol String, ts Int64, price Float64,
-            bid Nullable(Float64), ask Nullable(Float64), size Nullable(Float64),
-            venue Nullable(String), seq Nullable(Int64), recv_ts Nullable(Int64))
-        ENGINE = Null""",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ticks_ingest_mv TO {db}.ticks AS
-        SELECT symbol, fromUnixTimestamp64Milli(ts, 'UTC') AS ts, price, bid, ask, size,
-            venue, seq, fromUnixTimestamp64Milli(recv_ts, 'UTC') AS recv_ts
-        FROM {db}.ticks_ingest""",
-    ]
-    for name in OHLC_INTERVALS:
-        statements.append(
-            f"""CREATE TABLE IF NOT EXISTS {db}.ohlc_{name}_state ({state_columns})
-            ENGINE = AggregatingMergeTree
-            PARTITION BY toYYYYMM(ts) ORDER BY (symbol, ts)"""
-        )
-    statements.append(
-        f"""CREATE TABLE IF NOT EXISTS {db}.latest_price_state (
-            symbol LowCardinality(String),
-            ts SimpleAggregateFunction(max, {TS}),
-            price AggregateFunction(argMax, Float64, Int128))
-        ENGINE = AggregatingMergeTree ORDER BY symbol"""
-    )
-    statements.append(
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ohlc_1m_mv TO {db}.ohlc_1m_state "
-        f"AS {from_ticks}"
-    )
-    for name, start_of in OHLC_INTERVALS.items():
-        if name == "1m":
-            continue
-        statements.append(
-            f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.ohlc_{name}_mv
-            TO {db}.ohlc_{name}_state AS
-            SELECT m.symbol AS symbol, {start_of}(m.ts) AS ts,
-                argMinMergeState(m.open) AS open, max(m.high) AS high, min(m.low) AS low,
-                argMaxMergeState(m.close) AS close, uniqExactMergeState(m.ticks) AS ticks
-            FROM {db}.ohlc_1m_state AS m GROUP BY symbol, ts"""
-        )
-    statements.append(
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.latest_price_mv "
-        f"TO {db}.latest_price_state AS {latest_from_ticks}"
-    )
-    # backfill: ticks written before this migration (cascades into 1h and 1d)
-    statements.append(f"INSERT INTO {db}.ohlc_1m_state {from_ticks}")
-    statements.append(f"INSERT INTO {db}.latest_price_state {latest_from_ticks}")
-    for name in OHLC_INTERVALS:
-        statements.append(
-            f"""CREATE VIEW IF NOT EXISTS {db}.ohlc_{name} AS
-            SELECT symbol, ts, argMinMerge(open) AS open, max(high) AS high, min(low) AS low,
-                argMaxMerge(close) AS close, uniqExactMerge(ticks) AS ticks
-            FROM {db}.ohlc_{name}_state GROUP BY symbol, ts"""
-        )
-    statements.append(
-        f"""CREATE VIEW IF NOT EXISTS {db}.daily_high_low AS
-        SELECT symbol, toDate(ts) AS day, max(high) AS high, min(low) AS low
-        FROM {db}.ohlc_1d_state GROUP BY symbol, day"""
-    )
-    statements.append(
-        f"""CREATE VIEW IF NOT EXISTS {db}.latest_price AS
-        SELECT symbol, max(ts) AS ts, argMaxMerge(price) AS price
-        FROM {db}.latest_price_state GROUP BY symbol"""
-    )
-    return tuple(statements)
-
-
 class SchemaTooNew(RuntimeError):
     pass
 
 
-def migrate(client: Client, db: str) -> int:
-    """Apply missing migrations in order; refuse a database newer than this code."""
+def migrate(client: Client, db: str, until: int | None = None) -> int:
+    """Apply missing migrations in order; refuse a database newer than this code.
+
+    ``until`` stops at that version: a database as an older tickstream left it, for
+    upgrade tests and for benchmarks of the schema before a change.
+    """
     client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
     client.command(
         f"""CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
@@ -350,8 +252,13 @@ def migrate(client: Client, db: str) -> int:
     for migration in known:
         if migration.version <= current:
             continue
-        for statement in migration.statements:
-            client.command(statement)
+        if until is not None and migration.version > until:
+            return max(current, until)
+        for step in migration.statements:
+            if callable(step):
+                step(client)
+            else:
+                client.command(step)
         client.insert(
             f"{db}.schema_migrations",
             [[migration.version, migration.description]],
@@ -398,3 +305,25 @@ def apply_ticks_ttl(client: Client, db: str, days: int) -> None:
                 f"ALTER TABLE {db}.{table} MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY"
             )
             log.info("%s.%s: raw ticks expire %d days after their event time", db, table, days)
+
+
+def table_sizes(client: Client, db: str, optimize: bool = False) -> dict[str, tuple[int, int]]:
+    """Per table of ``db``: (rows, bytes on disk) of its active parts.
+
+    ``optimize`` merges every MergeTree table first (OPTIMIZE ... FINAL), so the figures are
+    what the data costs once background merges have run, not what a burst of inserts left.
+    """
+    if optimize:
+        tables = client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} "
+            "AND engine LIKE '%MergeTree'",
+            parameters={"db": db},
+        ).result_rows
+        for (table,) in tables:
+            client.command(f"OPTIMIZE TABLE {db}.{table} FINAL")
+    result = client.query(
+        "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts "
+        "WHERE active AND database = {db:String} GROUP BY table",
+        parameters={"db": db},
+    )
+    return {str(t): (int(r), int(b)) for t, r, b in result.result_rows}

@@ -193,7 +193,7 @@ def rolling_oracle(streams: Streams, windows_ms: Mapping[str, int], stamp_ms: in
 # -- record breaks -----------------------------------------------------------------------
 
 
-def _record_row(symbol, record, ts, price, level, step, prev, first) -> Row:  # noqa: ANN001
+def _record_row(symbol, record, ts, price, level, step, prev, first, from_level=None) -> Row:  # noqa: ANN001
     return {
         "kind": "record_break",
         "symbol": symbol,
@@ -205,13 +205,17 @@ def _record_row(symbol, record, ts, price, level, step, prev, first) -> Row:  # 
         "prev_ts_ms": prev,
         "since_prev_s": None if prev is None else (ts - prev) / 1000,
         "first_time": first,
+        "from_level": from_level,
     }
 
 
 def records_oracle(streams: Streams, config: Any) -> list[Row]:
     """Every level of a finite range keeps both latches explicitly; ticks replayed one by one."""
+    from processors.kernels import records as records_module
+
     h = config.hysteresis
     rows: list[Row] = []
+    emitted: set[tuple[Any, ...]] = set()  # (symbol, record, step, level, ts_ms): the table key
     ath_events: list[tuple[int, str, int, float]] = []
     for symbol, ticks in streams.items():
         seed = config.seeds.get(symbol)
@@ -238,6 +242,15 @@ def records_oracle(streams: Streams, config: Any) -> list[Row]:
                 for (s, level), ts in seed.first_crossings_down.items():
                     if float(s) == step:
                         first_down[round(level / s)] = ts
+                for firsts, runs in (
+                    (first_up, seed.first_runs),
+                    (first_down, seed.first_runs_down),
+                ):
+                    for s, a, b, ts in runs:
+                        if float(s) == step:
+                            ka, kb = sorted((round(a / s), round(b / s)))
+                            for k in range(ka, kb + 1):  # the earliest known time wins
+                                firsts[k] = min(ts, firsts.get(k, ts))
             grids.append([step, levels, None, None, first_up, first_down])
         if seed is not None and seed.last_price is not None:
             for grid in grids:
@@ -260,6 +273,8 @@ def records_oracle(streams: Streams, config: Any) -> list[Row]:
                 atl, atl_ts = p, t.ts_ms
             for grid in grids:
                 step, levels, up, down, first_up, first_down = grid
+                if p * (1 / (1 - h) - 1 / (1 + h)) > records_module.MAX_BAND_LEVELS * step:
+                    continue  # levels too dense at this price: the grid does not see it
                 if up is None:
                     grid[2] = {k: p < lv for k, lv in levels.items()}
                     grid[3] = {k: p > lv for k, lv in levels.items()}
@@ -276,20 +291,37 @@ def records_oracle(streams: Streams, config: Any) -> list[Row]:
                         down[k] = False
                     elif p > lv * (1 + h):
                         down[k] = True
-                for k in sorted(ups):
-                    first = int(k not in first_up)
-                    prev = first_up.get(k - 1)
-                    row = _record_row(symbol, "level_up", t.ts_ms, p, levels[k], step, prev, first)
-                    rows.append(row)
-                    first_up.setdefault(k, t.ts_ms)
-                for k in sorted(downs, reverse=True):
-                    first = int(k not in first_down)
-                    prev = first_down.get(k + 1)
-                    row = _record_row(
-                        symbol, "level_down", t.ts_ms, p, levels[k], step, prev, first
+                # one row per tick, grid and direction: the furthest level fired; every
+                # level fired counts as crossed; a key already emitted gives no second row
+                for record, fired, firsts, top, below in (
+                    ("level_up", ups, first_up, max, -1),
+                    ("level_down", downs, first_down, min, 1),
+                ):
+                    if not fired:
+                        continue
+                    k = top(fired)
+                    nearest = min(fired) if top is max else max(fired)
+                    first = int(k not in firsts)
+                    for j in fired:
+                        firsts.setdefault(j, t.ts_ms)
+                    key = (symbol, record, step, levels[k], t.ts_ms)
+                    if key in emitted:
+                        continue
+                    emitted.add(key)
+                    prev = firsts.get(k + below)
+                    rows.append(
+                        _record_row(
+                            symbol,
+                            record,
+                            t.ts_ms,
+                            p,
+                            levels[k],
+                            step,
+                            prev,
+                            first,
+                            levels[nearest],
+                        )
                     )
-                    rows.append(row)
-                    first_down.setdefault(k, t.ts_ms)
     for group in config.sync_groups:
         members = sorted(set(group))
         if len(members) < 2:
@@ -405,8 +437,10 @@ def rolling_break_rows(
             inside = [e for e in earlier if tick.ts_ms - window < e.ts_ms <= tick.ts_ms]
             if not inside:
                 continue
-            best = max(e.price for e in inside) if record == "new_high" else min(
-                e.price for e in inside
+            best = (
+                max(e.price for e in inside)
+                if record == "new_high"
+                else min(e.price for e in inside)
             )
             beats = tick.price > best if record == "new_high" else tick.price < best
             if not beats:
@@ -438,24 +472,91 @@ def rolling_breaks_oracle(streams: Streams, windows_ms: Mapping[str, int]) -> li
 # -- arrivals out of order ----------------------------------------------------------------
 
 
-def accepted_in_event_order(
-    arrivals: Sequence[Tick], lateness: Callable[[str], int]
-) -> tuple[Streams, list[Tick]]:
-    """The ordering stage's rules by brute force: a tick is late when older than its
-    symbol's newest earlier tick minus the lateness; the rest per symbol in (ts, arrival)
-    order. Returns (accepted streams, late ticks)."""
-    newest: dict[str, int] = {}
-    kept: dict[str, list[tuple[int, int, Tick]]] = {}
-    late: list[Tick] = []
+def ordering_oracle(
+    arrivals: Sequence[Tick],
+    lateness: Callable[[str], int],
+    max_jump: Callable[[str], int] | None = None,
+    confirm: int | None = None,
+) -> tuple[list[tuple[int, int, Tick]], list[int]]:
+    """The ordering stage's acceptance rules by brute force (ordering.py's docstring).
+
+    Per symbol: a tick is late when older than the symbol's clock minus the lateness. The
+    clock follows every arrival stamped within ``max_jump`` of it (0: no limit) and then
+    forgets the candidates; an arrival stamped further (or any, before the symbol has a
+    clock) is a candidate instead. A live candidate's confirmations are the accepted
+    arrivals of its symbol after it stamped no more than ``max_jump`` before it, counted
+    afresh each time; at ``confirm`` of them the clock goes to the earliest such
+    candidate, then takes in every candidate within reach until none is. At most
+    ``MAX_CANDIDATES`` live at once: past that, the earliest arrival is forgotten.
+    Returns (accepted as (ts, arrival number, tick), arrival numbers of the late ones).
+    """
+    from processors.kernels.ordering import JUMP_CONFIRM_TICKS, MAX_CANDIDATES, MAX_JUMP_MS
+
+    jump_of = max_jump or (lambda _s: MAX_JUMP_MS)
+    need = JUMP_CONFIRM_TICKS if confirm is None else confirm
+    clocks: dict[str, int] = {}
+    live: dict[str, list[int]] = {}  # symbol -> arrival numbers of live candidates
+    accepted_by: dict[str, list[int]] = {}  # symbol -> arrival numbers accepted so far
+    kept: list[tuple[int, int, Tick]] = []
+    late: list[int] = []
     for n, t in enumerate(arrivals):
-        m = newest.get(t.symbol)
-        if m is not None and t.ts_ms < m - lateness(t.symbol):
-            late.append(t)
+        symbol = t.symbol
+        clock = clocks.get(symbol)
+        if clock is not None and t.ts_ms < clock - lateness(symbol):
+            late.append(n)
             continue
-        newest[t.symbol] = t.ts_ms if m is None else max(m, t.ts_ms)
-        kept.setdefault(t.symbol, []).append((t.ts_ms, n, t))
-    streams = {s: [t for _, _, t in sorted(v, key=lambda e: (e[0], e[1]))] for s, v in kept.items()}
-    return streams, late
+        kept.append((t.ts_ms, n, t))
+        accepted_by.setdefault(symbol, []).append(n)
+        jump = jump_of(symbol)
+        candidates = live.setdefault(symbol, [])
+        if jump == 0 or (clock is not None and t.ts_ms <= clock + jump):
+            clocks[symbol] = t.ts_ms if clock is None else max(clock, t.ts_ms)
+            candidates.clear()
+            continue
+        candidates.append(n)
+        if len(candidates) > MAX_CANDIDATES:
+            candidates.remove(min(candidates))
+
+        def confirmations(c: int) -> int:
+            return sum(
+                1
+                for m in accepted_by[symbol]  # noqa: B023
+                if m > c and arrivals[m].ts_ms >= arrivals[c].ts_ms - jump  # noqa: B023
+            )
+
+        while True:
+            firm = [c for c in candidates if confirmations(c) >= need]
+            if not firm:
+                break
+            start = min(arrivals[c].ts_ms for c in firm)
+            clock = start if clock is None else max(clock, start)
+            while True:
+                near = [c for c in candidates if arrivals[c].ts_ms <= clock + jump]
+                if not near:
+                    break
+                for c in near:
+                    clock = max(clock, arrivals[c].ts_ms)
+                    candidates.remove(c)
+            clocks[symbol] = clock
+    return kept, late
+
+
+def accepted_in_event_order(
+    arrivals: Sequence[Tick],
+    lateness: Callable[[str], int],
+    max_jump: Callable[[str], int] | None = None,
+    confirm: int | None = None,
+) -> tuple[Streams, list[Tick]]:
+    """The ordering stage's rules by brute force (``ordering_oracle``). Returns
+    (accepted streams, each symbol's in (ts, arrival) order; late ticks)."""
+    kept, late = ordering_oracle(arrivals, lateness, max_jump, confirm)
+    by_symbol: dict[str, list[tuple[int, int, Tick]]] = {}
+    for entry in kept:
+        by_symbol.setdefault(entry[2].symbol, []).append(entry)
+    streams = {
+        s: [t for _, _, t in sorted(v, key=lambda e: (e[0], e[1]))] for s, v in by_symbol.items()
+    }
+    return streams, [arrivals[n] for n in late]
 
 
 def jumble(ticks: Sequence[Tick], rnd: random.Random, share: float, reach: int) -> list[Tick]:

@@ -12,8 +12,14 @@ import clickhouse_connect
 def replay_until_drained(
     csv: Path, chdb: Path, kafka_bootstrap: str, namespace: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the whole pipeline on a file (in chdb's parent folder, so its state stays there)."""
+    """Run the whole pipeline on a file (in chdb's parent folder, so its state stays there).
+
+    The rows go to database ``tickstream`` whatever the namespace (unless ``extra`` names
+    one): the tests read ``tickstream.<table>``, and their chDB directory is their own.
+    """
     chdb.parent.mkdir(parents=True, exist_ok=True)
+    if "--clickhouse-database" not in extra:
+        extra = ("--clickhouse-database", "tickstream", *extra)
     proc = subprocess.run(
         [
             sys.executable,

@@ -29,6 +29,10 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
                 "cleanup.policy": "compact",
                 "min.cleanable.dirty.ratio": "0.1",
                 "max.message.bytes": str(64 << 20),
+                # compaction never touches the active segment: rolled every 10 minutes, the
+                # topic a worker reads back on every partition it gains stays near one
+                # snapshot per partition instead of growing for days
+                "segment.ms": str(600_000),
             },
         ),
         # rows ClickHouse refused (written by the sink, read by people): few, kept 30 days

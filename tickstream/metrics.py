@@ -174,6 +174,14 @@ EVENT_LAG = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
 )
 
+# `tickstream run` (cli/children.py)
+CHILD_RESTARTS = Counter(
+    "tickstream_child_restarts_total",
+    "Child processes of `tickstream run` started again after an exit the run did not ask "
+    "for (a crash, a kill), by child (processor-0, processor-1, ..., gateway).",
+    ["child"],
+)
+
 
 def serve_metrics(port: int, component: str) -> int:
     """Expose /metrics on ``port`` (0 = off); returns the port in use."""

@@ -12,6 +12,7 @@ command starts, and ``Settings.to_env`` is how a child process gets the same set
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
@@ -19,34 +20,49 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from tickstream.config_base import ENV_PREFIX, ConfigError, check_file, envvar, flag
+from tickstream.gateway_settings import (
+    GatewaySettings,
+    TokenMap,
+    check_gateway_limits,
+    check_token,
+    parse_token_file,
+    parse_token_list,
+)
 from tickstream.redact import redact_url
 
-ENV_PREFIX = "TICKSTREAM_"
-
-
-class ConfigError(ValueError):
-    """A setting is wrong; the message names it as flag and environment variable."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        self.setting = name  # qualified: "namespace", "gateway.port"
-        self.problem = problem
-        super().__init__(f"{flag(name)} / {envvar(name)}: {problem}")
-
-
-def flag(name: str) -> str:
-    """``level_steps`` -> ``--level-steps``; ``gateway.tls_cert`` -> ``--tls-cert``.
-
-    A section's settings are spelled as on the section's own command (`tickstream gateway`).
-    """
-    return "--" + name.rpartition(".")[2].replace("_", "-")
-
-
-def envvar(name: str) -> str:
-    """``gateway.port`` -> ``TICKSTREAM_GATEWAY_PORT``: one variable whatever the command."""
-    return ENV_PREFIX + name.replace(".", "_").upper()
-
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "GatewaySettings",
+    "Settings",
+    "TokenMap",
+    "check_gateway_limits",
+    "check_token",
+    "envvar",
+    "flag",
+    "parse_token_file",
+    "parse_token_list",
+]
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DEFAULT_NAMESPACE = "tickstream"
+
+
+def database_for(namespace: str) -> str:
+    """The ClickHouse database a namespace writes to unless told otherwise.
+
+    Topics alone do not keep two namespaces apart: with one shared database, the rows of
+    ``--namespace scratch`` would sit in the same tables as the live market's, with nothing
+    to tell them apart. The default namespace keeps ``tickstream`` (deployments, grants and
+    dashboards name it); any other gets ``tickstream_<namespace>`` ('-' becomes '_', which
+    a database name cannot hold, so ``a-b`` and ``a_b`` share one: name them apart).
+    """
+    if namespace == DEFAULT_NAMESPACE:
+        return DEFAULT_NAMESPACE
+    return f"{DEFAULT_NAMESPACE}_{namespace.replace('-', '_')}"
+
+
 _HOSTPORT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
@@ -78,121 +94,6 @@ def normalize_clickhouse_url(url: str, base: Path | None = None) -> str:
     return url
 
 
-# --------------------------------------------------------------------------- the gateway
-
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~-]{1,256}$")
-
-
-def check_token(token: str) -> None:
-    """Tokens travel in URLs (``/ws?token=...``), so only characters that need no escaping."""
-    if not _TOKEN_RE.match(token):
-        raise ValueError(f"token {token[:8]!r}...: use 1-256 of A-Z a-z 0-9 . _ ~ - (URL-safe)")
-
-
-TokenMap = dict[str, frozenset[str] | None]  # token -> symbol allow-list (None = every symbol)
-
-
-def parse_token_list(text: str) -> TokenMap:
-    """``TOKEN[:SYM+SYM...]`` entries separated by commas (or whitespace)."""
-    tokens: TokenMap = {}
-    for entry in re.split(r"[,\s]+", text.strip()):
-        if not entry:
-            continue
-        token, _, syms = entry.partition(":")
-        check_token(token)
-        tokens[token] = frozenset(s for s in syms.split("+") if s) if syms else None
-    return tokens
-
-
-def parse_token_file(text: str) -> TokenMap:
-    """One token a line: ``TOKEN [SYM SYM ...]``; blank lines and '#' comments ignored."""
-    tokens: TokenMap = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        token, *syms = line.split()
-        check_token(token)
-        tokens[token] = frozenset(syms) if syms else None
-    return tokens
-
-
-# (lowest, highest or None); a GatewayConfig built in code is held to the same bounds
-_GATEWAY_LIMITS: dict[str, tuple[float, float | None]] = {
-    "port": (0, 65535),
-    "conflation_ms": (0, 60_000),
-    "max_send_buffer": (1024, None),
-    "max_message_bytes": (256, None),
-    "heartbeat_s": (0.1, None),
-    "backfill": (0, None),
-    "replay_capacity": (1, None),
-    # at least one, and not so many that the cap stops bounding anything
-    "max_symbols_per_client": (1, 100_000),
-}
-
-
-def check_gateway_limits(config: object) -> None:
-    """The gateway's numeric bounds, for GatewaySettings and sinks.gateway's GatewayConfig."""
-    for name, (low, high) in _GATEWAY_LIMITS.items():
-        value = getattr(config, name)
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise ConfigError(f"gateway.{name}", f"must be {bounds}, got {value}")
-
-
-@dataclass(frozen=True, slots=True)
-class GatewaySettings:
-    """The desk-feed gateway's section of Settings (variables TICKSTREAM_GATEWAY_*)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8765
-    tokens: str = field(default="", repr=False)  # secret: never in a repr, hence never logged
-    tokens_file: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    conflation_ms: int = 250
-    max_send_buffer: int = 2 << 20
-    max_message_bytes: int = 64 << 10
-    heartbeat_s: float = 15.0
-    backfill: int = 5_000
-    replay_capacity: int = 200_000
-    max_symbols_per_client: int = 1_000  # symbols, pairs and groups one desk client may hold
-
-    def __post_init__(self) -> None:
-        check_gateway_limits(self)
-        for name in ("tokens_file", "tls_cert", "tls_key"):
-            _check_file(f"gateway.{name}", getattr(self, name))
-        if self.tls_key and not self.tls_cert:
-            raise ConfigError(
-                "gateway.tls_key", f"needs the certificate too ({envvar('gateway.tls_cert')})"
-            )
-        self.parsed_tokens()
-
-    def parsed_tokens(self) -> TokenMap:
-        """The tokens of ``tokens`` and of ``tokens_file`` (the file's entry wins a tie)."""
-        try:
-            tokens = parse_token_list(self.tokens)
-        except ValueError as exc:
-            raise ConfigError("gateway.tokens", str(exc)) from None
-        if self.tokens_file:
-            try:
-                tokens.update(parse_token_file(Path(self.tokens_file).read_text()))
-            except (OSError, ValueError) as exc:
-                raise ConfigError("gateway.tokens_file", str(exc)) from None
-        return tokens
-
-    def required_tokens(self) -> TokenMap:
-        """The tokens to serve with: a gateway without one could never let a desk in."""
-        tokens = self.parsed_tokens()
-        if not tokens:
-            other = f"{flag('gateway.tokens_file')} / {envvar('gateway.tokens_file')}"
-            raise ConfigError("gateway.tokens", f"no access token: give one here or in {other}")
-        return tokens
-
-    def replace(self, **changes: Any) -> GatewaySettings:
-        return replace(self, **changes)
-
-
 # --------------------------------------------------------------------------- all settings
 
 
@@ -201,13 +102,30 @@ class Settings:
     """Everything a tickstream process needs to know, validated once."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    namespace: str = "tickstream"
+    namespace: str = DEFAULT_NAMESPACE
     clickhouse_url: str = field(default="chdb://./.tickstream/chdb", repr=False)  # a password
-    clickhouse_database: str = "tickstream"
+    clickhouse_database: str = ""  # "" = the namespace's own (database_for): never left empty
+    # fixed for a namespace: symbol groups are keyed to partitions, which bound the workers
     partitions: int = 3
+    # `tickstream run`: stream processor children, one consumer group sharing the partitions
+    processors: int = 1
     metrics_port: int = 9464
+    # ClickHouse's HTTP interface over the chDB directory, served by the process holding it
+    # (tickstream.chdb_http); 0 = off. `tickstream run` serves on 8124 unless told otherwise.
+    clickhouse_http_port: int = 0
+    clickhouse_http_host: str = "127.0.0.1"
+    clickhouse_http_password: str = field(default="", repr=False)  # secret: never in a repr
+    clickhouse_http_writable: bool = False
+    clickhouse_wait_s: float = 60.0  # the processor waits this long for its record seeds
     allowed_lateness_ms: int = 2_000
     lateness_by_symbol: str = ""  # e.g. "XAU:0;XAG:500": per-symbol allowed lateness (ms)
+    # clock jumps (processors/kernels/ordering.py): a tick stamped further than this past
+    # its symbol's clock moves it only once jump_confirm_ticks later ticks confirm it
+    max_jump_ms: int = 60_000  # 0 = off
+    max_jump_by_symbol: str = ""  # e.g. "XAU:0;XAG:30000": per-symbol max_jump_ms
+    jump_confirm_ticks: int = 1
+    # producers: sanity band per symbol, refused outright as out_of_band
+    price_bands: str = ""  # e.g. "XAU:100-100000;XAG:1-5000"
     sink_batch_rows: int = 50_000
     sink_flush_ms: int = 1_000
     ticks_ttl_days: int = 0
@@ -239,15 +157,33 @@ class Settings:
                     "kafka_bootstrap", f"{server!r} is not host:port (e.g. 127.0.0.1:9092)"
                 )
         object.__setattr__(self, "clickhouse_url", normalize_clickhouse_url(self.clickhouse_url))
+        if not self.clickhouse_database:
+            object.__setattr__(self, "clickhouse_database", database_for(self.namespace))
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.clickhouse_database):
             raise ConfigError("clickhouse_database", f"{self.clickhouse_database!r} is not a name")
         _positive(self, "partitions", upper=1024)
+        if not 1 <= self.processors <= self.partitions:
+            beyond = ": one beyond the partitions would have none to work on"
+            raise ConfigError(
+                "processors",
+                f"must be between 1 and the partitions ({flag('partitions')}, "
+                f"{self.partitions}), got {self.processors}{beyond if self.processors > 1 else ''}",
+            )
         _positive(self, "processor_batch")
         _positive(self, "processor_batch_ms")
         _positive(self, "sink_batch_rows")
         _positive(self, "sink_flush_ms")
         if self.allowed_lateness_ms < 0:
             raise ConfigError("allowed_lateness_ms", "must be >= 0")
+        if self.max_jump_ms < 0:
+            raise ConfigError(
+                "max_jump_ms",
+                f"must be 0 (clock jumps not checked) or ms > 0, got {self.max_jump_ms}",
+            )
+        if self.jump_confirm_ticks < 1:
+            raise ConfigError(
+                "jump_confirm_ticks", f"must be >= 1 (ticks), got {self.jump_confirm_ticks}"
+            )
         if self.ticks_ttl_days < 0:
             raise ConfigError("ticks_ttl_days", "must be 0 (keep forever) or a number of days")
         if not 0 <= self.sim_rate < float("inf"):  # NaN fails too
@@ -256,12 +192,22 @@ class Settings:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError("metrics_port", "must be 0 (off) or a TCP port")
+        if not 0 <= self.clickhouse_http_port <= 65535:
+            raise ConfigError("clickhouse_http_port", "must be 0 (off) or a TCP port")
+        if not 0 < self.clickhouse_wait_s < float("inf"):
+            raise ConfigError(
+                "clickhouse_wait_s", f"must be seconds > 0, got {self.clickhouse_wait_s}"
+            )
+        if not self.clickhouse_http_host:
+            raise ConfigError("clickhouse_http_host", "give an interface, e.g. 127.0.0.1")
         for name in (
             "rolling_windows",
             "level_steps",
             "sync_groups",
             "divergence_pairs",
             "lateness_by_symbol",
+            "max_jump_by_symbol",
+            "price_bands",
         ):
             getattr(self, f"parsed_{name}")()
         if not 0 <= self.level_hysteresis < 1:
@@ -276,7 +222,7 @@ class Settings:
                 raise ConfigError(
                     name, f"must be a positive multiple of divergence_clock_ms ({clock})"
                 )
-        _check_file("record_seeds", self.record_seeds)
+        check_file("record_seeds", self.record_seeds)
 
     def parsed_rolling_windows(self) -> dict[str, int]:
         """'1h,1d,7d,52w' -> {'1h': 3600000, ...}; units s, m, h, d, w."""
@@ -292,13 +238,19 @@ class Settings:
 
     def parsed_lateness_by_symbol(self) -> dict[str, int]:
         """'XAU:0;XAG:500' -> {'XAU': 0, 'XAG': 500}: symbols whose lateness is not the default."""
-        out: dict[str, int] = {}
-        for item in _items(self.lateness_by_symbol, ";"):
-            symbol, sep, value = item.partition(":")
-            if not sep or not symbol.strip() or not value.strip().isdigit():
-                raise ConfigError("lateness_by_symbol", f"{item!r} is not like XAU:0 (ms >= 0)")
-            out[symbol.strip()] = int(value)
-        return out
+        return _per_symbol_ms(self, "lateness_by_symbol", "XAU:0")
+
+    def parsed_max_jump_by_symbol(self) -> dict[str, int]:
+        """'XAU:0;XAG:30000' -> {'XAU': 0, 'XAG': 30000}: symbols whose max_jump_ms is not
+        the default (0: that symbol's clock jumps are not checked)."""
+        return _per_symbol_ms(self, "max_jump_by_symbol", "XAG:30000")
+
+    def parsed_price_bands(self) -> dict[str, tuple[float, float]]:
+        """'XAU:100-100000;XAG:1-5000' -> {'XAU': (100.0, 100000.0), 'XAG': (1.0, 5000.0)}."""
+        try:
+            return parse_price_bands(self.price_bands)
+        except ValueError as exc:
+            raise ConfigError("price_bands", str(exc)) from None
 
     def parsed_level_steps(self) -> dict[str, tuple[float, ...]]:
         """'XAU:100,1000;XAG:1,10' -> {'XAU': (100.0, 1000.0), 'XAG': (1.0, 10.0)}."""
@@ -343,6 +295,14 @@ class Settings:
         return self.clickhouse_url.startswith("chdb:")
 
     def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``; a database that followed the namespace follows its change.
+
+        Otherwise ``replace(namespace="x")`` would keep the old namespace's database, and the
+        new namespace's rows would land among the old one's.
+        """
+        follows = self.clickhouse_database == database_for(self.namespace)
+        if "namespace" in changes and "clickhouse_database" not in changes and follows:
+            changes["clickhouse_database"] = ""
         return replace(self, **changes)
 
     def flat(self) -> dict[str, Any]:
@@ -417,9 +377,39 @@ def _items(text: str, sep: str) -> list[str]:
     return [part.strip() for part in text.split(sep) if part.strip()]
 
 
-def _check_file(name: str, path: str) -> None:
-    if path and not Path(path).is_file():
-        raise ConfigError(name, f"{path!r} is not a file")
+def _per_symbol_ms(settings: Settings, name: str, example: str) -> dict[str, int]:
+    """'A:0;B:500' -> {'A': 0, 'B': 500}: a per-symbol override of a setting in ms."""
+    out: dict[str, int] = {}
+    for item in _items(getattr(settings, name), ";"):
+        symbol, sep, value = item.partition(":")
+        if not sep or not symbol.strip() or not value.strip().isdigit():
+            raise ConfigError(name, f"{item!r} is not like {example} (ms >= 0)")
+        out[symbol.strip()] = int(value)
+    return out
+
+
+_BAND_RE = re.compile(r"^\s*([^:;\s]+)\s*:\s*([0-9.eE+]+)\s*-\s*([0-9.eE+]+)\s*$")
+
+
+def parse_price_bands(text: str) -> dict[str, tuple[float, float]]:
+    """``"XAU:100-100000;XAG:1-5000"`` -> {"XAU": (100.0, 100000.0), ...}; ValueError names
+    the entry. Here rather than in producers/ so that Settings checks the setting at
+    start-up without importing a producer (``producers.validation`` re-exports it)."""
+    bands: dict[str, tuple[float, float]] = {}
+    for item in text.split(";"):
+        if not item.strip():
+            continue
+        match = _BAND_RE.match(item)
+        if match is None:
+            raise ValueError(f"{item.strip()!r} is not like XAU:100-100000")
+        try:
+            low, high = float(match.group(2)), float(match.group(3))
+        except ValueError:
+            raise ValueError(f"{item.strip()!r}: the bounds are not numbers") from None
+        if not (0 < low <= high and math.isfinite(high)):
+            raise ValueError(f"{item.strip()!r}: need 0 < low <= high")
+        bands[match.group(1)] = (low, high)
+    return bands
 
 
 def _positive(settings: Settings, name: str, upper: int | None = None) -> None:

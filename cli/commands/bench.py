@@ -21,7 +21,8 @@ def bench(name: str, args: tuple[str, ...]) -> None:
     \b
     analytics  pure kernels vs the Faust processor vs a naive per-event agent
     publisher  publisher vs raw aiokafka send_batch to the broker
-    sink       sink rows/s into chDB vs a bare clickhouse-connect insert
+    sink       ticks/s through the sink's insert path into chDB and the bytes on disk
+               per tick of each table (--broker: Kafka -> sink vs a bare insert)
     kernels    each analytic kernel alone on a seeded random stream
     gateway    desk feed: 500 clients at 10,000 ticks/s, latency and CPU
     latency    tick receipt -> desk client through the whole pipeline, at 1k/5k/20k ticks/s

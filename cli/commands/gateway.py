@@ -47,9 +47,11 @@ def gateway(**values: object) -> None:
 
     try:
         asyncio.run(main())
-    except OSError as exc:
+    except OSError as exc:  # a port taken: one line naming the setting that moves it
         where = f"{config.host}:{config.port}"
-        raise click.ClickException(f"cannot listen on {where}: {exc}") from exc
+        reason = exc.strerror or str(exc)
+        taken = ConfigError("gateway.port", f"cannot listen on {where} ({reason})")
+        raise click.ClickException(usage_error(taken).message) from exc
 
 
 def _known_aths(path: str) -> dict[str, tuple[float, int]]:

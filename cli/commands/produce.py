@@ -14,9 +14,18 @@ import click
 import orjson
 
 from cli.options import pop_settings, settings_options
-from tickstream.settings import Settings
+from producers.replay import ReplayConfig
+from tickstream.settings import Settings, default_of
 
-_PRODUCER_SETTINGS = ("kafka_bootstrap", "namespace", "partitions", "metrics_port")
+# price_bands and record_seeds shape the validation (producers.validation_config)
+_PRODUCER_SETTINGS = (
+    "kafka_bootstrap",
+    "namespace",
+    "partitions",
+    "metrics_port",
+    "price_bands",
+    "record_seeds",
+)
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -125,11 +134,29 @@ def simulate(
     **_env("START_TS"),
     help="Resume: skip ticks before this time (ISO-8601 or epoch ms).",
 )
+@click.option(
+    "--allow-late",
+    is_flag=True,
+    envvar="TICKSTREAM_ALLOW_LATE",
+    show_envvar=True,
+    help="Publish a file behind the namespace's clock all the same (its late ticks go to "
+    "late_ticks, not to the analytics).",
+)
 @settings_options(*_PRODUCER_SETTINGS)
 def replay(
-    path: Path, speed: float, start_line: int, start_ts: str | None, **values: object
+    path: Path,
+    speed: float,
+    start_line: int,
+    start_ts: str | None,
+    allow_late: bool,
+    **values: object,
 ) -> None:
-    """Replay a CSV (header ts,symbol,price[,bid,ask,size,venue,seq]) or Parquet file."""
+    """Replay a CSV (header ts,symbol,price[,bid,ask,size,venue,seq]) or Parquet file.
+
+    The file is first compared with the namespace's clock (how far its processor has come
+    per symbol, from its last snapshot): a file behind it, whose ticks would all be late,
+    is refused with the commands that work instead, unless --allow-late.
+    """
     from producers.replay import ReplayConfig, count_lines
     from producers.replay import replay as source
     from tickstream.timestamps import parse_ts_ms
@@ -142,7 +169,8 @@ def replay(
         except Exception as exc:
             raise click.BadParameter(str(exc), param_hint="--start-ts") from exc
     config = ReplayConfig(path, speed=speed, start_line=start_line, start_ts_ms=start_ts_ms)
-    _publish(settings, source(config), total=count_lines(path))
+    check = None if allow_late else config
+    _publish(settings, source(config), total=count_lines(path), check=check)
 
 
 @produce.command()
@@ -223,20 +251,30 @@ def ws(
     _publish(settings, websocket_source(config))
 
 
-def _publish(settings: Settings, source: AsyncIterator[Any], total: int | None = None) -> None:
+def _publish(
+    settings: Settings,
+    source: AsyncIterator[Any],
+    total: int | None = None,
+    check: ReplayConfig | None = None,
+) -> None:
+    """Publish ``source``; a replay file (``check``) only once it is not behind the clock."""
     from cli.progress import progress_printer
     from producers.publisher import Publisher
-    from producers.validation import ValidationConfig, Validator
+    from producers.validation import Validator
+    from producers.validation_config import validation_config
     from tickstream import metrics
     from tickstream.kafka_io import ensure_topics
 
     producer_options = click.get_current_context().obj or {}  # from the produce group
+    config = validation_config(settings, _record_seeds(settings))
 
     async def main() -> None:
         await ensure_topics(settings)
+        if check is not None:
+            await _refuse_if_behind(settings, check)
         metrics.serve_metrics(settings.metrics_port, "producer")
         async with Publisher(
-            settings, Validator(ValidationConfig()), producer_options=producer_options
+            settings, Validator(config), producer_options=producer_options
         ) as publisher:
             task = asyncio.create_task(publisher.publish(source, progress=progress_printer(total)))
             loop = asyncio.get_running_loop()
@@ -247,3 +285,39 @@ def _publish(settings: Settings, source: AsyncIterator[Any], total: int | None =
                 print(f"published: {report.summary()}", file=sys.stderr)
 
     asyncio.run(main())
+
+
+def _record_seeds(settings: Settings) -> dict[str, Any]:
+    """The --record-seeds file's seeds (none without one): a symbol's first tick is then
+    judged against what they know of it instead of being taken as the truth."""
+    if not settings.record_seeds:
+        return {}
+    from processors.seeds import SeedError, seeds_from_file
+
+    try:
+        return dict(seeds_from_file(Path(settings.record_seeds)))
+    except SeedError as exc:
+        raise click.BadParameter(str(exc), param_hint="--record-seeds") from exc
+
+
+async def _refuse_if_behind(settings: Settings, config: ReplayConfig) -> None:
+    """Refuse a file the namespace's processor would take for late, saying what to run."""
+    from cli import backfill
+
+    check = await backfill.check_file(settings, config)
+    if not check.behind:
+        return
+    ns = settings.namespace
+    fresh = backfill.fresh_namespace(ns, check)
+    run = ["run", "--namespace", ns, "--replay", str(config.path), "--until-drained"]
+    if settings.kafka_bootstrap != default_of("kafka_bootstrap"):
+        run += ["--kafka-bootstrap", settings.kafka_bootstrap]
+    raise click.ClickException(
+        f"{backfill.behind_summary(ns, check)}\n"
+        f"Backfill it into database {settings.clickhouse_database} with a clock of its own, "
+        "through a pipeline of its own (add --clickhouse-url for a ClickHouse server):\n"
+        f"  {backfill.command_line(run, backfill=None)}\n"
+        "or publish it into a new namespace (and run a processor and a sink for it):\n"
+        f"  {backfill.command_line(sys.argv[1:], namespace=fresh)}\n"
+        "or add --allow-late to publish it all the same (its late ticks go to late_ticks)."
+    )

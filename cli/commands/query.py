@@ -20,15 +20,19 @@ from cli.options import pop_settings, settings_options
     show_default=True,
     help="tsv: tab-separated, no header; table: aligned with header.",
 )
-@settings_options("clickhouse_url", "clickhouse_database")
+@settings_options("namespace", "clickhouse_url", "clickhouse_database")
 def query(sql: tuple[str, ...], fmt: str, **values: object) -> None:
     """Run SQL against tickstream's ClickHouse and print the result.
 
     Reads with final=1, so every ReplacingMergeTree table shows each row once.
-    Example: tickstream query "SELECT count() FROM tickstream.ticks". Without SQL (or
-    with "-") the query is read from standard input, so a block of docs/queries.md can
-    be pasted as it is, its "-- name:" comment line included.
+    Example: tickstream query "SELECT count() FROM tickstream.ticks". A table named
+    without its database is the namespace's (--namespace example: tickstream_example), as
+    a run in that namespace wrote it. Without SQL (or with "-") the query is read from
+    standard input, so a block of docs/queries.md can be pasted as it is, its "-- name:"
+    comment line included. While a `tickstream run` (or `tickstream sink`) holds the chDB
+    directory, the query goes through the ClickHouse HTTP interface that process serves.
     """
+    from tickstream.chdb_http import running_endpoint
     from tickstream.clickhouse import ClickHouseUnavailable, connect
 
     text = " ".join(sql).strip()
@@ -37,10 +41,19 @@ def query(sql: tuple[str, ...], fmt: str, **values: object) -> None:
     if not text:
         raise click.UsageError("no SQL given (as an argument or on standard input)")
     settings = pop_settings(values)
+    served = running_endpoint(settings.clickhouse_url)
+    if served:  # a running pipeline holds the chDB directory, and serves it over HTTP
+        settings = settings.replace(clickhouse_url=served)
     try:
         client = connect(settings)
     except ClickHouseUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # reached, but the database is missing and may not be created
+        raise click.ClickException(
+            f"database {settings.clickhouse_database} (--clickhouse-database, or the run's "
+            f"--namespace): {exc}"
+        ) from exc
+    client.database = settings.clickhouse_database  # for tables named without a database
     try:
         result = client.query(text, settings={"final": 1})
     except Exception as exc:

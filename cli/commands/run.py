@@ -44,6 +44,22 @@ _GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     show_envvar=True,
     help="Replay pace: 0 = as fast as possible, 1 = real time, 60 = a minute per second.",
 )
+@click.option(
+    "--backfill",
+    is_flag=True,
+    envvar="TICKSTREAM_BACKFILL",
+    show_envvar=True,
+    help="With --replay: process the file with a clock of its own (history older than the "
+    "namespace's clock), writing into the namespace's database.",
+)
+@click.option(
+    "--allow-late",
+    is_flag=True,
+    envvar="TICKSTREAM_ALLOW_LATE",
+    show_envvar=True,
+    help="With --replay: publish a file behind the namespace's clock all the same (its late "
+    "ticks go to late_ticks, not to the analytics).",
+)
 @section_options(
     "gateway",
     prefixed=True,
@@ -70,6 +86,8 @@ def run(
     replay: Path | None,
     until_drained: bool,
     speed: float,
+    backfill: bool,
+    allow_late: bool,
     gateway_token: str | None,
     **values: object,
 ) -> None:
@@ -81,6 +99,12 @@ def run(
     (and without --until-drained) the file is published and the pipeline keeps running, board
     included, until Ctrl-C.
 
+    A replay is first compared with the namespace's clock (how far its processor has
+    come per symbol). A file behind it, whose ticks would all be late, is refused with the
+    commands that work instead: --backfill (a clock of its own for the file: a temporary
+    namespace, removed at the end, writing into this namespace's database), a new
+    --namespace, or --allow-late. The last line of every run counts its late ticks.
+
     The start-up banner prints the live board's URL with its token
     (http://127.0.0.1:8765/?token=...). A run with --until-drained exits as soon as the
     file is in ClickHouse, so it starts no gateway unless --gateway-port (or
@@ -88,13 +112,35 @@ def run(
     When the default port is taken the run goes on without a board (a warning); a port
     you gave must be free. The other --gateway-* options are the gateway's own (see
     `tickstream gateway --help`).
+
+    The processors (--processors N, one consumer group; processor i serves its metrics on
+    --metrics-port + 1 + i) and the gateway are child processes the run supervises: one that
+    dies is started again after a backoff (logged, counted in
+    tickstream_child_restarts_total), one that refuses to start (a bad setting) stops the
+    run with its error, and they all die with the run, however it ends.
+
+    While it runs (without --until-drained), the run serves ClickHouse's HTTP interface
+    over its chDB directory, read-only, on 127.0.0.1:8124 (--clickhouse-http-port, 0 = off;
+    a taken default port only warns), with a fresh random password unless
+    --clickhouse-http-password is given: `tickstream query` in another shell finds it by
+    itself, and the banner prints the URL for Grafana or clickhouse-connect.
     """
     from cli.runner import RunFailed, Runner, RunOptions
 
     settings = pop_settings(values)
-    if until_drained and replay is None:
-        raise click.UsageError("--until-drained needs --replay FILE")
+    needs_replay = {"--until-drained": until_drained, "--backfill": backfill}
+    needs_replay["--allow-late"] = allow_late
+    for name, given in needs_replay.items():
+        if given and replay is None:
+            raise click.UsageError(f"{name} needs --replay FILE")
+    if backfill and allow_late:
+        raise click.UsageError("--backfill and --allow-late: a backfill has no late ticks to allow")
     gateway_port_given = ctx.get_parameter_source("gateway_port") in _GIVEN
+    http_port_given = ctx.get_parameter_source("clickhouse_http_port") in _GIVEN
+    if settings.is_chdb and not until_drained and not http_port_given:
+        from tickstream.chdb_http import RUN_PORT  # queries during a run: see docs/queries.md
+
+        settings = settings.replace(clickhouse_http_port=RUN_PORT)
     if until_drained and not gateway_port_given:
         settings = settings.replace(gateway=settings.gateway.replace(port=0))
     if gateway_token is not None:
@@ -107,7 +153,11 @@ def run(
         until_drained,
         speed,
         gateway_port_given=gateway_port_given,
+        clickhouse_http_port_given=http_port_given,
         gateway_token=gateway_token,
+        backfill=backfill,
+        allow_late=allow_late,
+        argv=tuple(sys.argv[1:]),
     )
     try:
         code = asyncio.run(Runner(settings, options).run())
@@ -150,28 +200,44 @@ def process(seed_from_clickhouse: bool, **values: object) -> None:
     "sink_batch_rows",
     "sink_flush_ms",
     "ticks_ttl_days",
+    "clickhouse_http_port",
+    "clickhouse_http_host",
+    "clickhouse_http_password",
+    "clickhouse_http_writable",
 )
 def sink(**values: object) -> None:
-    """Run the ClickHouse sink until SIGINT/SIGTERM (commits offsets only after inserts)."""
+    """Run the ClickHouse sink until SIGINT/SIGTERM (commits offsets only after inserts).
+
+    With a chDB directory and --clickhouse-http-port, it also serves ClickHouse's HTTP
+    interface over that directory (which it holds, so nothing else can open it), read-only
+    unless --clickhouse-http-writable: see docs/queries.md.
+    """
     from sinks.clickhouse_sink import ClickHouseSink
     from tickstream import metrics
     from tickstream.kafka_io import ensure_topics
 
     settings = pop_settings(values)
+    from tickstream import chdb_http
+
+    chdb_http.check_settings(settings, settings.clickhouse_http_password, required=True)
 
     async def main() -> None:
         await ensure_topics(settings)
         metrics.serve_metrics(settings.metrics_port, "sink")
         service = ClickHouseSink(settings)
         await service.start()
-        loop = asyncio.get_running_loop()
-        task = asyncio.create_task(service.run())
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
-        try:
+        server = None
+        try:  # the engine is open now: serve it
+            server = chdb_http.serve(settings, settings.clickhouse_http_password, required=True)
+            loop = asyncio.get_running_loop()
+            task = asyncio.create_task(service.run())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, task.cancel)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         finally:
+            if server is not None:
+                server.close()
             await service.stop()
             service.close()
 

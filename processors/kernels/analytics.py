@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from processors.kernels.divergence import DivergenceConfig, DivergenceKernel
 from processors.kernels.live import LiveSignals
 from processors.kernels.ohlc import OhlcConfig, OhlcKernel
-from processors.kernels.ordering import Reorderer
+from processors.kernels.ordering import JUMP_CONFIRM_TICKS, MAX_JUMP_MS, Reorderer
 from processors.kernels.records import RecordConfig, RecordKernel
 from processors.kernels.rolling import RollingConfig
 from processors.kernels.rolling_breaks import RollingBreakKernel
@@ -45,10 +45,19 @@ class Kernel(Protocol):
 @dataclass(frozen=True, slots=True)
 class AnalyticsConfig:
     """``allowed_lateness_ms`` is the default; ``lateness_ms_by_symbol`` overrides it per
-    symbol (0 for a feed known to arrive in order: its signals confirm with the tick)."""
+    symbol (0 for a feed known to arrive in order: its signals confirm with the tick).
+
+    ``max_jump_ms`` (per symbol: ``max_jump_ms_by_symbol``; 0 = off) and
+    ``jump_confirm_ticks`` are the ordering stage's clock-jump rule (ordering.py): a tick
+    stamped further than that past its symbol's clock moves the clock only once that
+    many later ticks confirm it, so one mis-stamped tick cannot make the good ticks
+    after it late."""
 
     allowed_lateness_ms: int = 2_000
     lateness_ms_by_symbol: Mapping[str, int] = field(default_factory=dict)
+    max_jump_ms: int = MAX_JUMP_MS
+    max_jump_ms_by_symbol: Mapping[str, int] = field(default_factory=dict)
+    jump_confirm_ticks: int = JUMP_CONFIRM_TICKS
     ohlc: OhlcConfig = field(default_factory=OhlcConfig)
     rolling: RollingConfig = field(default_factory=RollingConfig)
     records: RecordConfig = field(default_factory=RecordConfig)
@@ -68,8 +77,13 @@ class Analytics:
 
     def __init__(self, config: AnalyticsConfig | None = None) -> None:
         self.config = config or AnalyticsConfig()
+        config = self.config
         self.ordering = Reorderer(
-            self.config.allowed_lateness_ms, self.config.lateness_ms_by_symbol
+            config.allowed_lateness_ms,
+            config.lateness_ms_by_symbol,
+            config.max_jump_ms,
+            config.max_jump_ms_by_symbol,
+            config.jump_confirm_ticks,
         )
         # one pair of staircases per symbol serves the rolling highs and the rolling breaks
         rolling = RollingBreakKernel(self.config.rolling, highs=True)

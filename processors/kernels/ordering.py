@@ -5,8 +5,9 @@ its result does not depend on how ticks were batched or partitioned. The price
 is latency: a tick is released only once its symbol's watermark has reached it
 (or on flush).
 
-Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far and ``lateness`` the
-symbol's allowed lateness (``lateness_by_symbol[symbol]``, else ``allowed_lateness_ms``):
+Rules, per symbol, with ``max_ts`` the newest ts_ms seen so far (the symbol's *clock*;
+but see clock jumps below) and ``lateness`` the symbol's allowed lateness
+(``lateness_by_symbol[symbol]``, else ``allowed_lateness_ms``):
 - the *watermark* is ``max(max_ts - lateness, floor)``: no tick stamped before it will
   be accepted any more;
 - a tick is *late* iff ``ts_ms < max_ts - lateness`` or ``ts_ms <= floor``, where
@@ -21,6 +22,33 @@ symbol's allowed lateness (``lateness_by_symbol[symbol]``, else ``allowed_latene
 Per-symbol lateness: a feed known to be in order (one venue, one connection) can run at
 0 while a merged or multi-partition feed keeps a margin; the watermarks, and so every
 kernel's emission, follow each symbol's own setting.
+
+Clock jumps. ``max_ts`` above is the symbol's *clock*, and one tick must not be able to
+move it far: validation lets through ticks stamped minutes ahead of the wall clock, and
+with the clock at such a tick every good tick after it would be late and vanish from
+every kernel. So, with ``jump`` the symbol's ``max_jump_ms`` (0: off) and ``confirm``
+``jump_confirm_ticks``:
+- an arrival stamped at most ``jump`` past the clock is *in reach*: it moves the clock
+  as above, and refutes every candidate (next rule): the feed is still where it was;
+- an arrival stamped further is *ahead*: it is held like any tick (never late, released
+  in its event-time place once the clock gets there, or on flush) but does not move the
+  clock; it becomes a *candidate*, and confirms each earlier candidate it is stamped no
+  more than ``jump`` before (the feed moved on to it, or past it);
+- a candidate with ``confirm`` confirmations is a genuine jump (a weekend gap, a sparse
+  feed, a restart after an outage): the clock moves to it and then, in stamp order, to
+  every candidate in reach of the clock so moved; candidates beyond stay candidates;
+- a symbol's first tick has no clock to be in reach of: until a candidate is confirmed
+  the symbol has no clock (nothing is late, nothing is released but by flush), so an
+  outlier first tick cannot set one either.
+One tick ahead therefore never makes later ticks late; a tick ahead by less than
+``jump`` still can, by at most ``jump`` - lateness of event time, which is what sizing
+``jump`` weighs against the extra wait of a sparse feed (a tick more than ``jump`` after
+its predecessor is released only once ``confirm`` more ticks followed it). Every
+decision is taken per arrival, in arrival order, from the clock and the candidates, which
+releases never change: the result does not depend on batching, and survives a restart
+(the candidates are part of the snapshot). At most ``MAX_CANDIDATES`` candidates are
+kept per symbol; past that the one that arrived first is dropped (it stays held, it just
+never moves the clock).
 
 The live stage (live.py) sees every accepted tick on arrival through an optional
 ``ArrivalWatcher``: this loop is the one every tick passes through, so it also sorts out
@@ -40,6 +68,10 @@ from typing import Any, Protocol
 from tickstream.model import Tick
 
 END_OF_TIME_MS = 2**62
+MAX_JUMP_MS = 60_000
+JUMP_CONFIRM_TICKS = 1
+MAX_CANDIDATES = 64
+_UNCHECKED = 2**64  # a jump limit nothing exceeds, not even from "no clock" (-END_OF_TIME_MS)
 
 Held = list[tuple[int, int, Tick, float]]
 """A symbol's held ticks as (ts_ms, arrival number, tick, price), sorted: event order
@@ -78,9 +110,12 @@ class Released(list[Tick]):
 
 @dataclass(slots=True)
 class _SymbolClock:
-    max_ts_ms: int
     lateness_ms: int
+    jump_ms: int  # _UNCHECKED when clock jumps are not checked
+    max_ts_ms: int = -END_OF_TIME_MS  # the clock (-END_OF_TIME_MS: none yet)
     floor_ms: int = -END_OF_TIME_MS
+    newest_ms: int = -END_OF_TIME_MS  # newest accepted stamp, candidates included
+    candidates: list[list[int]] = field(default_factory=list)  # [ts, arrival, confirmations]
     held: Held = field(default_factory=list)
     # the watcher's quiet band (see ArrivalWatcher); not state: a restored clock is loud
     quiet_lo: float = LOUD[0]
@@ -92,13 +127,26 @@ class Reorderer:
     """Holds ticks until their symbol's watermark passes them; sets late ones apart."""
 
     def __init__(
-        self, allowed_lateness_ms: int, lateness_by_symbol: Mapping[str, int] | None = None
+        self,
+        allowed_lateness_ms: int,
+        lateness_by_symbol: Mapping[str, int] | None = None,
+        max_jump_ms: int = MAX_JUMP_MS,
+        max_jump_ms_by_symbol: Mapping[str, int] | None = None,
+        jump_confirm_ticks: int = JUMP_CONFIRM_TICKS,
     ) -> None:
         by_symbol = dict(lateness_by_symbol or {})
         if allowed_lateness_ms < 0 or any(v < 0 for v in by_symbol.values()):
             raise ValueError("allowed lateness must be >= 0 ms")
+        jumps = dict(max_jump_ms_by_symbol or {})
+        if max_jump_ms < 0 or any(v < 0 for v in jumps.values()):
+            raise ValueError("max_jump_ms must be >= 0 ms (0: clock jumps are not checked)")
+        if jump_confirm_ticks < 1:
+            raise ValueError("jump_confirm_ticks must be >= 1")
         self.allowed_lateness_ms = allowed_lateness_ms
         self.lateness_by_symbol = by_symbol
+        self.max_jump_ms = max_jump_ms
+        self.max_jump_ms_by_symbol = jumps
+        self.jump_confirm_ticks = jump_confirm_ticks
         self._clocks: dict[str, _SymbolClock] = {}
         self._touched: dict[str, _SymbolClock] = {}
         self._arrivals = 0
@@ -106,13 +154,25 @@ class Reorderer:
     def lateness_of(self, symbol: str) -> int:
         return self.lateness_by_symbol.get(symbol, self.allowed_lateness_ms)
 
+    def max_jump_of(self, symbol: str) -> int:
+        """The symbol's max_jump_ms (0: clock jumps are not checked)."""
+        return self.max_jump_ms_by_symbol.get(symbol, self.max_jump_ms)
+
+    def _new_clock(self, symbol: str) -> _SymbolClock:
+        # no clock yet (-END_OF_TIME_MS): every first arrival is ahead, unless unchecked
+        return _SymbolClock(self.lateness_of(symbol), self.max_jump_of(symbol) or _UNCHECKED)
+
     def watermarks(self) -> dict[str, int]:
         return {s: max(c.max_ts_ms - c.lateness_ms, c.floor_ms) for s, c in self._clocks.items()}
 
     def newest(self, symbol: str) -> int | None:
-        """The newest ts_ms accepted for a symbol (None before its first tick)."""
+        """The symbol's clock: the newest ts_ms accepted for it, unconfirmed jumps aside
+        (None before it has one). Ticks stamped before it may still come, but none before
+        its watermark."""
         clock = self._clocks.get(symbol)
-        return None if clock is None else clock.max_ts_ms
+        if clock is None or clock.max_ts_ms == -END_OF_TIME_MS:
+            return None
+        return clock.max_ts_ms
 
     def held(self, symbol: str) -> Held:
         """The symbol's held ticks in event order (read-only: the live stage's view)."""
@@ -133,7 +193,9 @@ class Reorderer:
         """Take ticks in arrival order and hold them; return the late ones.
 
         With a watcher, every accepted out-of-order tick and every in-order tick outside
-        its symbol's quiet band is handed to ``watcher.arrive`` first, in arrival order.
+        its symbol's quiet band is handed to ``watcher.arrive`` first, in arrival order;
+        order there is against every accepted tick, candidates (ahead of the clock)
+        included.
         """
         late: list[Tick] = []
         touched = self._touched
@@ -146,20 +208,34 @@ class Reorderer:
             symbol = tick.symbol
             clock = get(symbol)
             if clock is None:
-                clock = clocks[symbol] = _SymbolClock(ts, self.lateness_of(symbol))
-            elif ts > clock.max_ts_ms:
-                clock.max_ts_ms = ts
+                clock = clocks[symbol] = self._new_clock(symbol)
+            if ts > clock.newest_ms:  # in order: the common case
+                clock.newest_ms = ts
+                if ts - clock.max_ts_ms <= clock.jump_ms:  # in reach
+                    clock.max_ts_ms = ts
+                    if clock.candidates:
+                        clock.candidates = []  # refuted: the feed is where the clock is
+                else:
+                    self._ahead(clock, ts, arrivals + 1)
             elif ts < clock.max_ts_ms - clock.lateness_ms or ts <= clock.floor_ms:
                 late.append(tick)
                 continue
-            elif ts < clock.max_ts_ms:
-                clock.quiet_until = LOUD[2]  # out of order: the band assumes order
+            else:
+                if ts < clock.newest_ms:
+                    clock.quiet_until = LOUD[2]  # out of order: the band assumes order
+                if ts - clock.max_ts_ms <= clock.jump_ms:
+                    if ts > clock.max_ts_ms:
+                        clock.max_ts_ms = ts
+                    if clock.candidates:
+                        clock.candidates = []
+                else:
+                    self._ahead(clock, ts, arrivals + 1)
             arrivals += 1
             held = clock.held
             if watch and not (
                 clock.quiet_lo < tick.price < clock.quiet_hi and ts < clock.quiet_until
             ):
-                band = watcher.arrive(tick, arrivals, held, clock.max_ts_ms)  # type: ignore[union-attr]
+                band = watcher.arrive(tick, arrivals, held, clock.newest_ms)  # type: ignore[union-attr]
                 clock.quiet_lo, clock.quiet_hi, clock.quiet_until = band
             if not held or ts >= held[-1][0]:
                 held.append((ts, arrivals, tick, tick.price))  # in order: the common case
@@ -168,6 +244,39 @@ class Reorderer:
             touched[symbol] = clock
         self._arrivals = arrivals
         return late
+
+    def _ahead(self, clock: _SymbolClock, ts: int, arrival: int) -> None:
+        """An arrival stamped beyond the clock's reach: a candidate, and a confirmation of
+        the earlier candidates it is not far behind; a confirmed one moves the clock."""
+        jump = clock.jump_ms
+        candidates = clock.candidates
+        confirmed = False
+        for candidate in candidates:
+            if ts >= candidate[0] - jump:
+                candidate[2] += 1
+                confirmed = confirmed or candidate[2] >= self.jump_confirm_ticks
+        candidates.append([ts, arrival, 0])
+        if len(candidates) > MAX_CANDIDATES:
+            del candidates[0]  # the earliest arrival: in arrival order, so the first
+        if not confirmed:
+            return
+        need = self.jump_confirm_ticks
+        now = clock.max_ts_ms
+        rest = sorted(candidates)  # stamp order
+        while True:
+            firm = next((c for c in rest if c[2] >= need), None)
+            if firm is None:
+                break
+            now = max(now, firm[0])
+            kept = []
+            for c in rest:  # in stamp order, each in reach of the clock moved so far
+                if c[0] <= now + jump:
+                    now = max(now, c[0])
+                else:
+                    kept.append(c)
+            rest = kept
+        clock.max_ts_ms = now
+        clock.candidates = sorted(rest, key=lambda c: c[1])  # back to arrival order
 
     def release(self) -> Released:
         """Release, per symbol touched since the last release, the ticks at or before its
@@ -189,7 +298,9 @@ class Reorderer:
             if clock.held:
                 released.add(symbol, [entry[2] for entry in clock.held])
             clock.held = []
-            clock.floor_ms = max(clock.floor_ms, clock.max_ts_ms)
+            clock.floor_ms = max(clock.floor_ms, clock.newest_ms)
+            clock.max_ts_ms = clock.newest_ms  # what was flushed is final, candidates too
+            clock.candidates = []
         self._touched = {}
         return released
 
@@ -200,6 +311,8 @@ class Reorderer:
                 symbol: {
                     "max_ts_ms": c.max_ts_ms,
                     "floor_ms": c.floor_ms,
+                    "newest_ms": c.newest_ms,
+                    "candidates": [list(candidate) for candidate in c.candidates],
                     "held": [[ts, n, _tick_state(t)] for ts, n, t, _ in c.held],
                 }
                 for symbol, c in self._clocks.items()
@@ -207,12 +320,18 @@ class Reorderer:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Restore held ticks and clocks; lateness comes from this Reorderer's settings."""
+        """Restore held ticks, clocks and candidates; lateness and max_jump_ms come from
+        this Reorderer's settings (a snapshot from before clock jumps were checked has
+        no candidates, and its clock is its newest tick)."""
         self._arrivals = state["arrivals"]
         self._clocks = {}
         self._touched = {}
         for symbol, c in state["clocks"].items():
-            clock = _SymbolClock(c["max_ts_ms"], self.lateness_of(symbol), c["floor_ms"])
+            clock = self._new_clock(symbol)
+            clock.max_ts_ms = c["max_ts_ms"]
+            clock.floor_ms = c["floor_ms"]
+            clock.newest_ms = c.get("newest_ms", c["max_ts_ms"])
+            clock.candidates = [list(candidate) for candidate in c.get("candidates", [])]
             clock.held = [(ts, n, tick, tick.price) for ts, n, tick in _ticks(c["held"])]
             self._clocks[symbol] = clock
 

@@ -6,14 +6,16 @@ dict key ``kind`` already names the table): ``ath``, ``atl``, ``level_up``,
 
 - ath / atl: a tick strictly above the all-time high (below the low). ``level`` is the
   previous record, ``prev_ts_ms`` the tick that set it, ``since_prev_s`` the seconds
-  between, ``first_time`` 1 (a new extreme is always a first). A tick equal to the
+  between, ``first_time`` 1 (a new extreme is always a first), ``from_level`` None (no
+  level crossed; likewise on sync_ath rows). A tick equal to the
   record is no record and does not move its time.
 - Fresh symbol: without a seed its first tick sets both records and the side of every
   level silently (no row). A ``RecordSeed`` gives the records (and optionally the
   first upward/downward crossing times and the last price) so that a restart or a new
   deployment does not call the first tick a record. With ``seed.last_price`` the level
   sides come from that price and the first tick can already cross; without it the
-  first tick sets the sides silently.
+  first tick sets the sides silently. Seeded first crossings may be whole spans of levels
+  (``first_runs``: a row's ``[from_level, level]``), each at the cost of one level.
 - Levels: for each step ``s`` of the symbol's grid, the levels are ``round(k * s, 9)``
   for integer k (round keeps 0.1-steps exact decimals). Prices are assumed > 0.
   Each level has two latches. Up: a tick at or above L fires ``level_up`` if the up
@@ -21,12 +23,27 @@ dict key ``kind`` already names the table): ``ath``, ``atl``, ``level_up``,
   ``L * (1 - hysteresis)``. Down: a tick at or below L fires ``level_down`` if armed,
   re-arming once a tick is above ``L * (1 + hysteresis)``. The first tick (or the seed's
   last price) arms up-latches of the levels strictly above it and down-latches of the
-  levels strictly below it. One tick fires one row per level crossed: ascending for up,
-  descending for down (a tick never fires both directions).
+  levels strictly below it. A tick never fires both directions.
+- One row per tick, grid and direction, however far the tick moved: a tick firing
+  several levels of a grid (a gap, a fat finger that passed validation) gives the row of
+  the furthest level it fired (the highest for up, the lowest for down); every level it
+  fired is crossed all the same (latches, first crossings), it just has no row of its
+  own; the row's ``from_level`` is the nearest level it fired (``level`` itself for a
+  single crossing), so ``[from_level, level]`` is every level the tick crossed (a seed
+  from ClickHouse learns them all from it). What one tick emits is bounded (one row per
+  grid, plus ath/atl), and its cost does not grow with the levels it spans: a price of
+  5e7 on a grid of 100 would otherwise mean half a million rows. A grid does not see a
+  price with more than ``MAX_BAND_LEVELS`` of its levels within its hysteresis of it
+  (absurd for the grid): the grid stays as it was.
 - ``first_time`` is 1 on the first crossing of that level in that direction ever (seeds
   included). Milestone velocity: a ``level_up`` row's ``prev_ts_ms`` is the first upward
   crossing of ``L - step``, a ``level_down`` row's that of the first downward crossing
-  of ``L + step`` (None if never), ``since_prev_s`` the seconds between.
+  of ``L + step`` (None if never), ``since_prev_s`` the seconds between; the levels a
+  tick fired on its way count as crossed by it.
+- One row per key: the table's key is (symbol, record, step, level, ts_ms) and carries
+  no version, so a level fired again within the same millisecond (up, down and up again
+  through it) gives no second row: FINAL could keep the second, with ``first_time`` 0,
+  and lose the first crossing.
 - sync_ath: ATH events of the members of a sync group are taken in (ts_ms, symbol,
   per-symbol order) once every member's watermark has passed them (all on flush), so
   the rows do not depend on how symbols interleave. An event at ``t`` fires when another
@@ -40,30 +57,63 @@ dict key ``kind`` already names the table): ``ath``, ``atl``, ``level_up``,
 Speed: the state of a level only changes when a price crosses one of L*(1-h), L or
 L*(1+h), or a record. After each such change the open interval between the nearest
 thresholds around the price is cached; a tick inside it is a no-op (one comparison).
-Only levels whose hysteresis band holds the current price keep explicit latch states.
+Only levels whose hysteresis band holds the current price keep explicit latch states
+(2 * h * price / step of them: a fraction of one on a sane grid); the levels a move
+passes by entirely are handled as one range, and first crossings are kept as runs of
+levels crossed by the same tick. That level arithmetic is in records_levels.py, the
+state and its snapshot form in records_state.py.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from processors.kernels.records_levels import NEVER, Crossing, Grid, level_price
+from processors.kernels.records_state import (
+    SymbolState,
+    SyncGroup,
+    restore_groups,
+    restore_symbols,
+    snapshot,
+)
 from tickstream.contracts import RecordBreak
 from tickstream.contracts.rows import group_label
 from tickstream.model import Tick
 
+__all__ = [
+    "DAY_MS",
+    "MAX_BAND_LEVELS",
+    "RecordConfig",
+    "RecordKernel",
+    "RecordSeed",
+    "Run",
+    "level_price",
+]
+
 DAY_MS = 86_400_000
-_NEVER = -(2**63)
-_THRESHOLDS: dict[tuple[float, float, float, float], tuple[float, float]] = {}
-_THRESHOLDS_KEPT = 8_192  # (price, step, 1 - h, 1 + h) -> (below, above) of _refresh_grid
+_NEVER = NEVER
+MAX_BAND_LEVELS = 2_048
+"""A grid ignores a price whose hysteresis neighbourhood (price / (1 + h) to
+price / (1 - h)) holds more levels than this: with levels that dense a crossing means
+nothing, and each would need its latches looked at (the cost would grow with the price:
+a hostile 1e300 must not stall the processor). For a grid of 100 with h 0.001 that is
+above 1e8. Read at each tick from this module (tests lower it)."""
+
+Run = tuple[float, float, float, int]
+"""(step, from_level, level, ts_ms): every level of the grid from one to the other
+(either order) first crossed at ts_ms."""
 
 
 @dataclass(frozen=True, slots=True)
 class RecordSeed:
-    """Known history of a symbol; crossing maps are keyed (step, level) -> first ts_ms."""
+    """Known history of a symbol; crossing maps are keyed (step, level) -> first ts_ms.
+
+    ``first_runs``/``first_runs_down`` are spans of levels crossed by one tick (a
+    record_break row's ``[from_level, level]``): kept as spans, a jump across a million
+    levels costs a seed what one level costs. Where a level is known more than once the
+    earliest time wins."""
 
     ath: float
     ath_ts_ms: int
@@ -72,6 +122,8 @@ class RecordSeed:
     first_crossings: Mapping[tuple[float, float], int] = field(default_factory=dict)
     first_crossings_down: Mapping[tuple[float, float], int] = field(default_factory=dict)
     last_price: float | None = None
+    first_runs: Sequence[Run] = ()
+    first_runs_down: Sequence[Run] = ()
 
 
 def _default_steps() -> dict[str, tuple[float, ...]]:
@@ -100,44 +152,22 @@ class RecordConfig:
         return tuple(float(s) for s in self.level_steps.get(symbol, self.default_steps))
 
 
-def level_price(k: int, step: float) -> float:
-    """The k-th level of a grid; rounding keeps decimal steps (0.1) on exact decimals."""
-    return round(k * step, 9)
-
-
-class _Grid:
-    __slots__ = ("step", "price", "armed", "first_up", "first_down", "below", "above")
-
-    def __init__(self, step: float) -> None:
-        self.step = step
-        self.price: float | None = None  # the price the latches are as of
-        # open interval around price without thresholds: a tick inside changes nothing
-        self.below = self.above = 0.0
-        self.armed: dict[int, list[bool]] = {}  # k -> [up, down], levels whose band holds price
-        self.first_up: dict[int, int] = {}
-        self.first_down: dict[int, int] = {}
-
-
-class _Symbol:
-    __slots__ = ("ath", "ath_ts_ms", "atl", "atl_ts_ms", "grids")
-
-    def __init__(self, grids: list[_Grid]) -> None:
-        self.ath: float | None = None
-        self.ath_ts_ms = 0
-        self.atl = 0.0
-        self.atl_ts_ms = 0
-        self.grids = grids
-
-
-class _Group:
-    __slots__ = ("members", "pending", "last_ath", "last_sync_ms")
-
-    def __init__(self, members: tuple[str, ...]) -> None:
-        self.members = members
-        # member -> its ATH events (ts, price), in its own (time) order
-        self.pending: dict[str, deque[tuple[int, float]]] = {m: deque() for m in members}
-        self.last_ath: dict[str, int] = {}
-        self.last_sync_ms: int | None = None
+def _seeded_spans(
+    step: float, crossings: Mapping[tuple[float, float], int], runs: Sequence[Run]
+) -> list[tuple[int, int, int]]:
+    """(ts, first k, last k) of a grid's seeded first crossings, earliest first: filled in
+    that order, the earliest time of a level known twice wins."""
+    spans = [
+        (ts, k, k)
+        for (s, level), ts in crossings.items()
+        if float(s) == step
+        for k in (round(level / s),)
+    ]
+    for s, a, b, ts in runs:
+        if float(s) == step:
+            ka, kb = round(a / s), round(b / s)
+            spans.append((ts, min(ka, kb), max(ka, kb)))
+    return sorted(spans)
 
 
 class RecordKernel:
@@ -148,12 +178,13 @@ class RecordKernel:
         h = self.config.hysteresis
         self._lo_f = 1.0 - h
         self._hi_f = 1.0 + h
-        self._symbols: dict[str, _Symbol] = {}
+        self._band_width = 1 / self._lo_f - 1 / self._hi_f  # levels near a price, per step
+        self._symbols: dict[str, SymbolState] = {}
         self._quiet: dict[str, tuple[float, float]] = {}
         self._groups = [
-            _Group(tuple(sorted(set(g)))) for g in self.config.sync_groups if len(set(g)) >= 2
+            SyncGroup(tuple(sorted(set(g)))) for g in self.config.sync_groups if len(set(g)) >= 2
         ]
-        self._groups_of: dict[str, list[_Group]] = {}
+        self._groups_of: dict[str, list[SyncGroup]] = {}
         for group in self._groups:
             for member in group.members:
                 self._groups_of.setdefault(member, []).append(group)
@@ -165,69 +196,30 @@ class RecordKernel:
 
     # -- state ------------------------------------------------------------------------
 
-    def _symbol(self, symbol: str) -> _Symbol:
+    def _symbol(self, symbol: str) -> SymbolState:
         state = self._symbols.get(symbol)
         if state is not None:
             return state
-        state = self._symbols[symbol] = _Symbol([_Grid(s) for s in self.config.steps_for(symbol)])
+        grids = [Grid(s) for s in self.config.steps_for(symbol)]
+        state = self._symbols[symbol] = SymbolState(grids)
         seed = self.config.seeds.get(symbol)
         if seed is not None:
             state.ath, state.ath_ts_ms = float(seed.ath), seed.ath_ts_ms
             state.atl, state.atl_ts_ms = float(seed.atl), seed.atl_ts_ms
             for grid in state.grids:
-                for target, crossings in (
-                    (grid.first_up, seed.first_crossings),
-                    (grid.first_down, seed.first_crossings_down),
+                for target, crossings, runs in (
+                    (grid.first_up, seed.first_crossings, seed.first_runs),
+                    (grid.first_down, seed.first_crossings_down, seed.first_runs_down),
                 ):
-                    for (step, level), ts in crossings.items():
-                        if float(step) == grid.step:
-                            target[round(level / step)] = ts
+                    for ts, a, b in _seeded_spans(grid.step, crossings, runs):
+                        target.fill(a, b, ts)
                 if seed.last_price is not None:
-                    self._arm(grid, float(seed.last_price))
-                    self._refresh_grid(grid)
+                    grid.arm(float(seed.last_price))
+                    grid.refresh(self._lo_f, self._hi_f)
             self._refresh_quiet(symbol, state)
         return state
 
-    def _arm(self, grid: _Grid, price: float) -> None:
-        """Initial latches: up armed strictly below a level, down armed strictly above."""
-        grid.price = price
-        step, lo_f, hi_f = grid.step, self._lo_f, self._hi_f
-        for k in range(math.floor(price / hi_f / step) - 1, math.ceil(price / lo_f / step) + 2):
-            level = level_price(k, step)
-            if level * lo_f <= price < level or level < price <= level * hi_f:
-                grid.armed[k] = [price < level, price > level]
-
-    def _refresh_grid(self, grid: _Grid) -> None:
-        """The nearest thresholds (L(1-h), L, L(1+h) of any level) around the grid's price.
-
-        A pure function of (price, step, hysteresis), memoised across kernels: the live
-        stage's shadow evaluates each price first, the exact kernel the same price later,
-        and a market revisits its prices."""
-        price, step, lo_f, hi_f = grid.price, grid.step, self._lo_f, self._hi_f
-        assert price is not None
-        key = (price, step, lo_f, hi_f)
-        known = _THRESHOLDS.get(key)
-        if known is not None:
-            grid.below, grid.above = known
-            return
-        below, above = -math.inf, math.inf
-        for k in range(math.floor(price / hi_f / step) - 2, math.ceil(price / lo_f / step) + 3):
-            level = level_price(k, step)
-            for threshold in (level * lo_f, level, level * hi_f):
-                if threshold > price:
-                    if threshold < above:
-                        above = threshold
-                elif threshold < price:
-                    if threshold > below:
-                        below = threshold
-                else:
-                    below = above = price
-        grid.below, grid.above = below, above
-        if len(_THRESHOLDS) >= _THRESHOLDS_KEPT:
-            _THRESHOLDS.clear()  # bounded: a fresh start costs one computation per price
-        _THRESHOLDS[key] = (below, above)
-
-    def _refresh_quiet(self, symbol: str, state: _Symbol) -> None:
+    def _refresh_quiet(self, symbol: str, state: SymbolState) -> None:
         """Cache the open price interval in which a tick changes nothing for this symbol."""
         if state.ath is None or any(g.price is None for g in state.grids):
             self._quiet.pop(symbol, None)
@@ -245,7 +237,7 @@ class RecordKernel:
         before the symbol has state): the live stage lets such ticks pass unexamined."""
         return self._quiet.get(symbol)
 
-    def sync_groups(self) -> list[_Group]:
+    def sync_groups(self) -> list[SyncGroup]:
         """The sync groups (read-only): members, ATH events waiting for the watermarks,
         each member's latest ATH and the last sync row; the live stage starts its
         provisional evaluation from them."""
@@ -261,17 +253,7 @@ class RecordKernel:
             self._symbols.pop(symbol, None)
             self._quiet.pop(symbol, None)
             return
-        grids = []
-        for g in source.grids:
-            grid = _Grid(g.step)
-            grid.price, grid.below, grid.above = g.price, g.below, g.above
-            grid.armed = {k: list(latch) for k, latch in g.armed.items()}
-            grid.first_up = dict(g.first_up)
-            grid.first_down = dict(g.first_down)
-            grids.append(grid)
-        state = self._symbols[symbol] = _Symbol(grids)
-        state.ath, state.ath_ts_ms = source.ath, source.ath_ts_ms
-        state.atl, state.atl_ts_ms = source.atl, source.atl_ts_ms
+        state = self._symbols[symbol] = source.copy()
         self._refresh_quiet(symbol, state)
 
     # -- the kernel protocol ----------------------------------------------------------
@@ -313,72 +295,23 @@ class RecordKernel:
         elif price < state.atl:
             rows.append(_row(symbol, "atl", ts, price, state.atl, 0.0, state.atl_ts_ms, 1))
             state.atl, state.atl_ts_ms = price, ts
+        dense = price * self._band_width
+        lo_f, hi_f = self._lo_f, self._hi_f
         for grid in state.grids:
+            if dense > MAX_BAND_LEVELS * grid.step:
+                continue  # beyond the grid's range: it does not see this price
             if grid.price is None:
-                self._arm(grid, price)
+                grid.arm(price)
             elif not grid.below < price < grid.above:
-                self._cross(symbol, grid, ts, price, rows)
+                crossing = grid.cross(ts, price, lo_f, hi_f)
+                if crossing is not None:
+                    rows.append(_level_row(symbol, ts, price, grid.step, crossing))
             else:
                 continue  # same side of every threshold: the latches stay as they are
-            self._refresh_grid(grid)
+            grid.refresh(lo_f, hi_f)
         self._refresh_quiet(symbol, state)
 
-    def _cross(
-        self, symbol: str, grid: _Grid, ts: int, price: float, rows: list[RecordBreak]
-    ) -> None:
-        """Move one grid's latches from grid.price to price, emitting the crossings."""
-        before = grid.price
-        assert before is not None
-        if price == before:
-            return
-        step, lo_f, hi_f, armed = grid.step, self._lo_f, self._hi_f, grid.armed
-        low, high = (before, price) if before < price else (price, before)
-        ks = range(math.floor(low / hi_f / step) - 1, math.ceil(high / lo_f / step) + 2)
-        for k in ks if price > before else reversed(ks):
-            level = level_price(k, step)
-            level_lo, level_hi = level * lo_f, level * hi_f
-            latch = armed.pop(k, None)
-            if before >= level:
-                up = False
-            elif before < level_lo:
-                up = True
-            else:
-                up = latch[0] if latch is not None else before < level
-            if before <= level:
-                down = False
-            elif before > level_hi:
-                down = True
-            else:
-                down = latch[1] if latch is not None else before > level
-            if price >= level:
-                if up:
-                    first = grid.first_up
-                    prev = first.get(k - 1)
-                    rows.append(
-                        _row(symbol, "level_up", ts, price, level, step, prev, int(k not in first))
-                    )
-                    first.setdefault(k, ts)
-                    up = False
-            elif price < level_lo:
-                up = True
-            if price <= level:
-                if down:
-                    first = grid.first_down
-                    prev = first.get(k + 1)
-                    rows.append(
-                        _row(
-                            symbol, "level_down", ts, price, level, step, prev, int(k not in first)
-                        )
-                    )
-                    first.setdefault(k, ts)
-                    down = False
-            elif price > level_hi:
-                down = True
-            if level_lo <= price < level or level < price <= level_hi:
-                armed[k] = [up, down]
-        grid.price = price
-
-    def _sync(self, group: _Group, limit: int, rows: list[RecordBreak]) -> None:
+    def _sync(self, group: SyncGroup, limit: int, rows: list[RecordBreak]) -> None:
         """Take the group's ATH events older than every member's watermark, in ts order."""
         queues = [(m, group.pending[m]) for m in group.members]  # members are sorted
         span = self.config.sync_span_ms
@@ -405,64 +338,21 @@ class RecordKernel:
     # -- snapshot ---------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "symbols": {
-                symbol: {
-                    "ath": s.ath,
-                    "ath_ts_ms": s.ath_ts_ms,
-                    "atl": s.atl,
-                    "atl_ts_ms": s.atl_ts_ms,
-                    "grids": [
-                        {
-                            "step": g.step,
-                            "price": g.price,
-                            "armed": [[k, up, down] for k, (up, down) in g.armed.items()],
-                            "first_up": [[k, t] for k, t in g.first_up.items()],
-                            "first_down": [[k, t] for k, t in g.first_down.items()],
-                        }
-                        for g in s.grids
-                    ],
-                }
-                for symbol, s in self._symbols.items()
-            },
-            "groups": [
-                {
-                    "members": list(g.members),
-                    "pending": {m: [list(e) for e in q] for m, q in g.pending.items()},
-                    "last_ath": dict(g.last_ath),
-                    "last_sync_ms": g.last_sync_ms,
-                }
-                for g in self._groups
-            ],
-        }
+        return snapshot(self._symbols, self._groups)
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._symbols = {}
+        self._symbols = restore_symbols(state, self._lo_f, self._hi_f)
         self._quiet = {}
-        for symbol, s in state["symbols"].items():
-            grids = []
-            for g in s["grids"]:
-                grid = _Grid(g["step"])
-                grid.price = g["price"]
-                grid.armed = {k: [up, down] for k, up, down in g["armed"]}
-                grid.first_up = {k: t for k, t in g["first_up"]}
-                grid.first_down = {k: t for k, t in g["first_down"]}
-                if grid.price is not None:
-                    self._refresh_grid(grid)
-                grids.append(grid)
-            sym = self._symbols[symbol] = _Symbol(grids)
-            sym.ath, sym.ath_ts_ms = s["ath"], s["ath_ts_ms"]
-            sym.atl, sym.atl_ts_ms = s["atl"], s["atl_ts_ms"]
+        for symbol, sym in self._symbols.items():
             self._refresh_quiet(symbol, sym)
-        by_members = {tuple(g["members"]): g for g in state["groups"]}
-        for group in self._groups:
-            saved = by_members.get(group.members)
-            if saved is None:
-                continue
-            for member, events in saved["pending"].items():
-                group.pending[member] = deque((ts, price) for ts, price in events)
-            group.last_ath = dict(saved["last_ath"])
-            group.last_sync_ms = saved["last_sync_ms"]
+        restore_groups(self._groups, state)
+
+
+def _level_row(symbol: str, ts_ms: int, price: float, step: float, c: Crossing) -> RecordBreak:
+    record = "level_up" if c.rising else "level_down"
+    return _row(
+        symbol, record, ts_ms, price, c.level, step, c.prev_ts_ms, c.first_time, c.from_level
+    )
 
 
 def _row(
@@ -474,8 +364,9 @@ def _row(
     step: float,
     prev_ts_ms: int | None,
     first_time: int,
+    from_level: float | None = None,
 ) -> RecordBreak:
     since_prev_s = None if prev_ts_ms is None else (ts_ms - prev_ts_ms) / 1000.0
     return RecordBreak(
-        symbol, record, ts_ms, price, level, step, prev_ts_ms, since_prev_s, first_time
+        symbol, record, ts_ms, price, level, step, prev_ts_ms, since_prev_s, first_time, from_level
     )

@@ -544,6 +544,11 @@ def _scrape_config(stack: Stack, prometheus_port: int) -> dict[str, Any]:
     config["global"] = {**config.get("global", {}), "scrape_interval": "1s"}
     config["global"]["scrape_timeout"] = "1s"
     for job in config["scrape_configs"]:
+        # a scalable service's replicas, found by DNS in compose: here its one process
+        dns = job.pop("dns_sd_configs", [])
+        if dns:
+            targets = [f"{name}:{d['port']}" for d in dns for name in d["names"]]
+            job.setdefault("static_configs", []).append({"targets": targets})
         for static in job.get("static_configs", []):
             static["targets"] = [
                 _local_target(stack, t, prometheus_port) for t in static["targets"]

@@ -447,6 +447,10 @@ def test_prometheus_scrapes_the_port_each_service_serves_metrics_on() -> None:
             for target in static["targets"]:
                 host = target.rsplit(":", 1)[0]
                 scraped.setdefault(host, []).append(target)
+        for dns in job.get("dns_sd_configs", []):  # a scalable service: every replica
+            assert dns["type"] == "A", job["job_name"]
+            for host in dns["names"]:
+                scraped.setdefault(host, []).append(f"{host}:{dns['port']}")
     for name in TICKSTREAM_SERVICES:
         env = services[name]["environment"]
         assert env["TICKSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"

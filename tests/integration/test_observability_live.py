@@ -77,7 +77,8 @@ def _scrape_jobs(port: int, prometheus_port: int) -> list[dict[str, Any]]:
         if address in seen:  # one endpoint scraped twice would double every sum()
             continue
         seen.add(address)
-        job = dict(job, static_configs=[dict(s, targets=[address]) for s in job["static_configs"]])
+        job = {k: v for k, v in job.items() if k != "dns_sd_configs"}  # compose's replicas
+        job["static_configs"] = [{"targets": [address]}]
         jobs.append(job)
     assert {j["job_name"] for j in jobs} >= {"producer", "processor"}, jobs
     return jobs

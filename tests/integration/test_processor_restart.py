@@ -45,6 +45,7 @@ def component(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
         TICKSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
         TICKSTREAM_NAMESPACE=settings.namespace,
         TICKSTREAM_CLICKHOUSE_URL=settings.clickhouse_url,
+        TICKSTREAM_CLICKHOUSE_DATABASE=settings.clickhouse_database,
         TICKSTREAM_METRICS_PORT="0",
     )
     return subprocess.Popen([sys.executable, "-m", "cli", "-q", *args], env=env)
@@ -67,10 +68,11 @@ async def publish_lines(
 
 async def state_offsets(settings: Settings) -> int:
     """Ticks-topic messages reflected in the processor's latest snapshot."""
-    from processors.app import load_state
+    from processors.app import load_snapshots
 
-    blob = await load_state(settings.kafka_bootstrap, Topics(settings.namespace).processor_state)
-    return 0 if blob is None else sum(v + 1 for v in orjson.loads(blob)["applied"].values())
+    topic = Topics(settings.namespace).processor_state
+    blobs = await load_snapshots(settings.kafka_bootstrap, topic)
+    return sum(v + 1 for blob in blobs.values() for v in orjson.loads(blob)["applied"].values())
 
 
 async def wait_until_sunk(settings: Settings, run_id: str, timeout_s: float = 120) -> None:
@@ -116,11 +118,16 @@ async def wait_until_sunk(settings: Settings, run_id: str, timeout_s: float = 12
         await admin.close()
 
 
+LEDGER = "signal_ledger"
+"""Not compared whole (emission times differ between runs): each signal id's statuses."""
+
+
 def run_pipeline(kafka_bootstrap: str, chdb: Path, kill_midway: bool) -> dict[str, list[tuple]]:
     settings = Settings(
         kafka_bootstrap=kafka_bootstrap,
         namespace="r" + uuid.uuid4().hex[:10],
         clickhouse_url=f"chdb://{chdb}",
+        clickhouse_database="tickstream",  # the tables are read as tickstream.*
         metrics_port=0,
     )
     asyncio.run(ensure_topics(settings))
@@ -148,10 +155,16 @@ def run_pipeline(kafka_bootstrap: str, chdb: Path, kill_midway: bool) -> dict[st
             proc.wait(timeout=60)
     client = clickhouse_connect.get_client(dsn=f"chdb://{chdb}")
     try:
-        return {
+        tables = {
             table: sorted(client.query(f"SELECT {cols} FROM tickstream.{table} FINAL").result_rows)
             for table, cols in TABLES.items()
         }
+        tables[LEDGER] = sorted(
+            client.query(
+                f"SELECT id, groupUniqArray(status) FROM tickstream.{LEDGER} FINAL GROUP BY id"
+            ).result_rows
+        )
+        return tables
     finally:
         client.close()
 
@@ -163,3 +176,12 @@ def test_killed_processor_resumes_exactly(kafka_bootstrap: str, tmp_path: Path) 
     assert clean["record_breaks"] and clean["rolling_highs"] and clean["divergence_windows"]
     for table in TABLES:
         assert killed[table] == clean[table], table
+    # the desk path: no provisional id is left dangling by the kill, and the signals
+    # confirmed (ids included) are exactly those of the uninterrupted run
+    for run in (clean, killed):
+        statuses = dict(run[LEDGER])
+        assert statuses, "no desk signal at all"
+        dangling = [i for i, s in statuses.items() if not {"confirmed", "retracted"} & set(s)]
+        assert not dangling, f"provisional ids never confirmed nor retracted: {dangling[:5]}"
+    confirmed = [{i for i, s in run[LEDGER] if "confirmed" in s} for run in (clean, killed)]
+    assert confirmed[0] and confirmed[1] == confirmed[0]

@@ -6,10 +6,11 @@ plain SELECT (the sink merges the touched partitions after a drain) and with FIN
 Columns holding wall-clock time of the run (``recv_ts`` of ticks, ``received_at`` of
 rejections, ``inserted_at``) are left out: a replay receives its lines anew.
 
-* Same namespace, same chDB directory: the processor resumes its state, so every tick
-  of the second copy is late (at or before its symbol's flushed watermark): the analytic
-  tables are unchanged and ``late_ticks``, the audit of what arrived too late to count,
-  then lists every tick of the file.
+* Same namespace, same chDB directory, ``--allow-late`` (without it the second replay is
+  refused as behind the namespace's clock: tests/integration/test_backfill.py): the
+  processor resumes its state, so every tick of the second copy is late (at or before its
+  symbol's flushed watermark): the analytic tables are unchanged and ``late_ticks``, the
+  audit of what arrived too late to count, then lists every tick of the file.
 * Second run in a fresh namespace, same chDB directory: every table, ``late_ticks`` too,
   equals the first run's.
 """
@@ -54,8 +55,8 @@ def replay_file(tmp_path: Path) -> Path:
     return path
 
 
-def run(csv_path: Path, namespace: str, chdb_dir: Path, bootstrap: str) -> None:
-    replay_until_drained(csv_path, chdb_dir, bootstrap, namespace)
+def run(csv_path: Path, namespace: str, chdb_dir: Path, bootstrap: str, *extra: str) -> None:
+    replay_until_drained(csv_path, chdb_dir, bootstrap, namespace, *extra)
 
 
 def contents(chdb_dir: Path) -> dict[str, dict[str, list[tuple[Any, ...]]]]:
@@ -123,7 +124,7 @@ def test_replay_twice_same_namespace(kafka_bootstrap: str, tmp_path: Path) -> No
     assert len(once["final"]["rejected_ticks"]) == 3
     assert once["plain"] == once["final"]  # merged after the drain: plain reads are exact
 
-    run(csv_path, namespace, chdb_dir, kafka_bootstrap)
+    run(csv_path, namespace, chdb_dir, kafka_bootstrap, "--allow-late")
     twice = contents(chdb_dir)
     assert_same(twice, once, ("ticks", "rejected_ticks", *ANALYTIC, *VIEWS))
     # the audit: every tick of the second copy came too late (at or before its symbol's

@@ -137,7 +137,8 @@ def record_rows() -> list[list[Any]]:
     rows.append(["XAU", "ath", ms("2026-01-26T07:41:00"), 5051.9, 5050.0, 0.0, None, None, 1])
     rows.append(["XAG", "level_up", ms("2026-01-26T05:00:00"), 107.1, 107.0, 1.0, None, None, 1])
     rows.append(["XAG", "level_down", ms("2025-12-30T11:00:00"), 69.9, 70.0, 10.0, None, None, 1])
-    return rows
+    # from_level: single crossings here (the level itself); none on all-time highs
+    return [[*r, r[4] if r[1].startswith("level") else None] for r in rows]
 
 
 def divergence_rows() -> list[list[Any]]:

@@ -322,6 +322,8 @@ def sink_process(settings: Settings, chdb_dir: Path) -> subprocess.Popen[bytes]:
             str(settings.partitions),
             "--clickhouse-url",
             f"chdb://{chdb_dir}",
+            "--clickhouse-database",  # read_dir reads tickstream.*, whatever the namespace
+            "tickstream",
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -604,6 +606,7 @@ async def test_unparseable_tick_rows_are_dropped_not_retried_forever(
         kafka_bootstrap=kafka_bootstrap,
         namespace="t" + uuid.uuid4().hex[:10],
         clickhouse_url="chdb:///unused",
+        clickhouse_database="tickstream",  # the test reads tickstream.*
         metrics_port=0,
         sink_flush_ms=100,
     )
@@ -649,6 +652,7 @@ def plain_settings(kafka_bootstrap: str) -> Settings:
         kafka_bootstrap=kafka_bootstrap,
         namespace="t" + uuid.uuid4().hex[:10],
         clickhouse_url="chdb:///unused",  # the client is passed in
+        clickhouse_database="tickstream",  # the tests read tickstream.*
         metrics_port=0,
         sink_flush_ms=100,
     )

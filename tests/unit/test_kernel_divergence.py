@@ -34,6 +34,10 @@ CONFIG = DivergenceConfig(
 )
 KEYS = ("pair", "metric")
 APPROX = ("z_open_value", "z_peak")
+# z = deviation / standard deviation: the kernel's running sums and the oracle's two passes
+# differ by rounding that a tiny deviation of a near-constant ratio magnifies (2e-9 relative
+# was found); which windows open and close is still compared exactly
+Z_REL = 1e-6
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,7 +50,7 @@ APPROX = ("z_open_value", "z_peak")
 def test_matches_oracle_for_any_batching_interleaving_and_restart(a, b, c, seed):
     streams = {"A": a, "B": b, "C": c}
     rows = feed(lambda: DivergenceKernel(CONFIG), streams, random.Random(seed))
-    assert_same_rows(rows, divergence_oracle(streams, CONFIG), KEYS, APPROX)
+    assert_same_rows(rows, divergence_oracle(streams, CONFIG), KEYS, APPROX, Z_REL)
     for row in rows:
         event(f"{row['metric']} {'closed' if row['closed_at_ms'] else 'opened'}")
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from oracles import assert_same_rows, feed, records_oracle, symbol_stream
 
+from processors.kernels import records as records_module
 from processors.kernels.records import RecordConfig, RecordKernel, RecordSeed
 from tickstream.model import Tick
 
@@ -56,18 +57,28 @@ seeds_strategy = st.dictionaries(
     span_ms=st.sampled_from([0, 1_000, 20_000]),
     seeds=seeds_strategy,
     seed=st.integers(0, 2**32),
+    band_levels=st.sampled_from([records_module.MAX_BAND_LEVELS, 4]),
+    e=symbol_stream("E", max_ticks=25, price_cents=(290, 310), dts=(0, 0, 0, 1)),
 )
 def test_matches_oracle_for_any_batching_interleaving_and_restart(
-    xau, xag, c, d, hysteresis, span_ms, seeds, seed
+    xau, xag, c, d, hysteresis, span_ms, seeds, seed, band_levels, e
 ):
-    streams = {"XAU": xau, "XAG": xag, "C": c, "D": d}
+    streams = {"XAU": xau, "XAG": xag, "C": c, "D": d, "E": e}  # E: around 3.0, same ms
     config = _config(hysteresis, span_ms, seeds)
-    rows = feed(lambda: RecordKernel(config), streams, random.Random(seed))
-    assert_same_rows(rows, records_oracle(streams, config), ("symbol",))
+    saved = records_module.MAX_BAND_LEVELS
+    records_module.MAX_BAND_LEVELS = band_levels  # 4: some prices are beyond some grids
+    try:
+        rows = feed(lambda: RecordKernel(config), streams, random.Random(seed))
+        expected = records_oracle(streams, config)
+    finally:
+        records_module.MAX_BAND_LEVELS = saved
+    assert_same_rows(rows, expected, ("symbol",))
     for record in sorted({r["record"] for r in rows}):
         event(record)
     if any(r["record"] == "level_up" and r["first_time"] == 0 for r in rows):
         event("level re-crossed")
+    if any(r["record"].startswith("level") and r["prev_ts_ms"] == r["ts_ms"] for r in rows):
+        event("several levels in one tick")
 
 
 def test_gold_milestone_velocity_from_4000_to_5000():
@@ -93,9 +104,10 @@ def test_gold_milestone_velocity_from_4000_to_5000():
     assert milestone["first_time"] == 1
     ups_4000 = [r for r in rows if r["record"] == "level_up" and r["level"] == 4_000.0]
     assert [r["first_time"] for r in ups_4000 if r["step"] == 1_000.0] == [1, 0]
-    # 4,100 .. 5,000 in steps of 100, all crossed by the last tick in one go, ascending
-    jump = [r["level"] for r in rows if r["ts_ms"] == first_5000 and r["step"] == 100.0]
-    assert jump == [4_300.0, 4_400.0, 4_500.0, 4_600.0, 4_700.0, 4_800.0, 4_900.0, 5_000.0]
+    # 4,300 .. 5,000 in steps of 100, all fired by the last tick in one go: one row, the
+    # furthest level, whose previous level was first crossed on the way (by that tick)
+    (jump,) = [r for r in rows if r["ts_ms"] == first_5000 and r["step"] == 100.0]
+    assert (jump["level"], jump["prev_ts_ms"], jump["first_time"]) == (5_000.0, first_5000, 1)
 
 
 def test_hysteresis_ignores_noise_around_a_level():

@@ -19,6 +19,7 @@ from oracles import (
     accepted_in_event_order,
     interleave,
     jumble,
+    ordering_oracle,
     records_oracle,
     rolling_break_rows,
     rolling_breaks_oracle,
@@ -152,11 +153,11 @@ def provisional_rolling_oracle(
     accepted tick of its symbol that arrived before it, stamped in (t - W, t]."""
     known: dict[str, list[Tick]] = {}
     rows: list[dict[str, Any]] = []
-    for tick in arrivals:
+    late = set(ordering_oracle(arrivals, lambda s: lateness_of(config, s))[1])
+    for n, tick in enumerate(arrivals):
         earlier = known.setdefault(tick.symbol, [])
-        newest = max((t.ts_ms for t in earlier), default=None)
-        if newest is not None and tick.ts_ms < newest - lateness_of(config, tick.symbol):
-            continue  # late
+        if n in late:
+            continue
         rows += rolling_break_rows(tick.symbol, tick, earlier, config.rolling.windows_ms)
         earlier.append(tick)
     return rows
@@ -395,6 +396,8 @@ def test_a_moved_previous_high_re_issues_the_record_under_a_new_id():
 
 def test_per_symbol_lateness_sets_each_watermark():
     analytics = Analytics(make_config(2_000, {"XAG": 0}))
+    # a fresh symbol's clock starts once a second tick confirms the first (ordering.py)
+    analytics.update([Tick("XAU", T0 + 4_000, 20.0), Tick("XAG", T0 + 4_000, 1.0)])
     analytics.update([Tick("XAU", T0 + 5_000, 20.0), Tick("XAG", T0 + 5_000, 1.0)])
     assert analytics.ordering.watermarks() == {"XAU": T0 + 3_000, "XAG": T0 + 5_000}
     step = analytics.update([Tick("XAG", T0 + 4_999, 1.0), Tick("XAU", T0 + 2_999, 20.0)])

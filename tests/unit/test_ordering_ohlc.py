@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles import ordering_oracle
 
 from processors.kernels.analytics import Analytics, AnalyticsConfig
 from processors.kernels.ohlc import OhlcKernel
@@ -14,19 +16,13 @@ from tickstream.model import Tick
 LATENESS_MS = 2_000
 
 
-def reference_accept(ticks: list[Tick], lateness_ms: int) -> tuple[list[Tick], list[Tick]]:
-    """Late = older than (newest earlier tick of its symbol - lateness); the rest, stably sorted."""
-    newest: dict[str, int] = {}
-    kept: list[tuple[int, int, Tick]] = []
-    late: list[Tick] = []
-    for n, t in enumerate(ticks):
-        m = newest.get(t.symbol)
-        if m is not None and t.ts_ms < m - lateness_ms:
-            late.append(t)
-            continue
-        newest[t.symbol] = t.ts_ms if m is None else max(m, t.ts_ms)
-        kept.append((t.ts_ms, n, t))
-    return [t for _, _, t in sorted(kept, key=lambda x: (x[0], x[1]))], late
+def reference_accept(
+    ticks: list[Tick], lateness_ms: int, **jumps: Any
+) -> tuple[list[Tick], list[Tick]]:
+    """The ordering stage's rules by brute force (``oracles.ordering_oracle``: late =
+    older than the symbol's clock - lateness); the rest, stably sorted."""
+    kept, late = ordering_oracle(ticks, lambda _s: lateness_ms, **jumps)
+    return [t for _, _, t in sorted(kept, key=lambda x: (x[0], x[1]))], [ticks[n] for n in late]
 
 
 def reference_bars(ticks: list[Tick], interval_ms: int = 60_000) -> set[tuple]:
@@ -50,15 +46,20 @@ def reference_bars(ticks: list[Tick], interval_ms: int = 60_000) -> set[tuple]:
 
 @st.composite
 def streams(draw: st.DrawFn) -> list[Tick]:
-    """Several symbols, mostly forward in time with jitter (some late), duplicates, equal ts."""
+    """Several symbols, mostly forward in time with jitter (some late), duplicates, equal ts,
+    now and then a gap (the feed jumps ahead) or a lone tick stamped minutes ahead."""
     n = draw(st.integers(1, 250))
     symbols = draw(st.lists(st.sampled_from(["XAU", "XAG", "EUR"]), min_size=n, max_size=n))
-    steps = draw(st.lists(st.integers(-3_500, 40_000), min_size=n, max_size=n))
+    step = st.integers(-3_500, 40_000)
+    steps = draw(st.lists(step | st.sampled_from([61_000, 3_600_000]), min_size=n, max_size=n))
     prices = draw(st.lists(st.integers(90, 110), min_size=n, max_size=n))
     clock: dict[str, int] = defaultdict(lambda: 1_767_225_600_000)
     out: list[Tick] = []
-    for sym, step, price in zip(symbols, steps, prices, strict=True):
-        clock[sym] += step
+    for sym, step_ms, price in zip(symbols, steps, prices, strict=True):
+        if draw(st.integers(0, 30)) == 0:
+            out.append(Tick(sym, clock[sym] + 290_000, float(price)))  # stamped ahead
+            continue
+        clock[sym] += step_ms
         out.append(Tick(sym, clock[sym], float(price)))
         if draw(st.booleans()) and draw(st.integers(0, 9)) == 0:
             out.append(out[-1])  # exact duplicate

@@ -156,7 +156,14 @@ class RollingHigh(OutputRow):
 
 @dataclass(frozen=True, slots=True)
 class RecordBreak(OutputRow):
-    """An all-time high/low, a level crossing or a synchronized high (see records.py)."""
+    """An all-time high/low, a level crossing or a synchronized high (see records.py).
+
+    A tick that jumps across several levels of a grid gives one row, of the furthest
+    level (``level``); ``from_level`` is the nearest level it crossed, so the row shows
+    the whole span (``level`` again for a single crossing; None on ath/atl/sync_ath rows
+    and on rows from before the field existed). Last, with a default, so that rows built
+    positionally and older JSON rows still read.
+    """
 
     kind: str = field(default="record_break", init=False)
     symbol: str
@@ -168,6 +175,7 @@ class RecordBreak(OutputRow):
     prev_ts_ms: int | None
     since_prev_s: float | None
     first_time: int
+    from_level: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +317,7 @@ ROW_SPECS: tuple[RowSpec, ...] = (
         feed="record_breaks",
         frame="record_break",
         renamed={"record": "kind"},
+        defaults={"from_level": None},  # rows of processors from before schema version 7
     ),
     _spec(
         DivergenceWindow,
