@@ -32,7 +32,7 @@ from faust.types import TP
 from processors.batching import batches
 from processors.broker_errors import BROKER_RETURN_WAIT_S
 from processors.checkpoints import Checkpoints
-from processors.config import analytics_config
+from processors.config import analytics_config, state_settings
 from processors.core import Incoming, Outgoing
 from processors.kernels.analytics import AnalyticsConfig
 from processors.outbox import (
@@ -117,6 +117,7 @@ def create_app(
         settings.partitions,
         GroupLayout.from_settings(settings),
         loader(settings.kafka_bootstrap, topics.processor_state),
+        state_settings=state_settings(settings),
     )
     running: list[Checkpoints] = []  # the agent's, once it runs: rebalances release through it
     group = topics.group("processor")

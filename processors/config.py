@@ -10,6 +10,29 @@ from processors.kernels.records import RecordConfig, RecordSeed
 from processors.kernels.rolling import RollingConfig
 from tickstream.settings import Settings
 
+# Settings the kernels fold into their state: a changed one could not be applied to the history
+# already folded (an added level step would never see the crossings before it, a longer window
+# only the ticks since), so a namespace keeps them. Lateness, clock jumps, z thresholds and
+# price bands are read afresh on every tick and may change between runs.
+STATE_SHAPING = (
+    "rolling_windows",
+    "level_steps",
+    "level_hysteresis",
+    "sync_span_ms",
+    "divergence_clock_ms",
+    "divergence_lookback_ms",
+    "divergence_return_horizon_ms",
+)
+
+
+def state_settings(settings: Settings) -> dict[str, str]:
+    """The state-shaping settings as kept in a snapshot, parsed so that spelling is no change."""
+    out: dict[str, str] = {}
+    for name in STATE_SHAPING:
+        parse = getattr(settings, f"parsed_{name}", None)
+        out[name] = repr(parse() if parse is not None else getattr(settings, name))
+    return out
+
 
 def analytics_config(
     settings: Settings, seeds: Mapping[str, RecordSeed] | None = None

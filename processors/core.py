@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,31 @@ class LayoutChanged(ConfigError):
         super().__init__("divergence_pairs", describe_change(namespace, stored, current))
 
 
+class StateSettingsChanged(ConfigError):
+    """State folded under other kernel settings: going on would silently ignore the change."""
+
+    def __init__(self, namespace: str, stored: Mapping[str, str], current: Mapping[str, str]):
+        changed = [name for name in current if stored.get(name, current[name]) != current[name]]
+        name = changed[0]
+        super().__init__(
+            name,
+            f"namespace {namespace!r} was processed with {name} {stored[name]}, now "
+            f"{current[name]}: the kernels cannot apply it to the history already in their "
+            f"state. Set it back, or start a new --namespace and replay the ticks into it "
+            f"(changed: {', '.join(changed)})",
+        )
+
+
+def check_state_settings(
+    namespace: str, stored: Mapping[str, str] | None, current: Mapping[str, str] | None
+) -> None:
+    """Refuse a snapshot folded under other state-shaping settings (older ones carry none)."""
+    if stored is None or current is None:
+        return
+    if any(stored.get(name, value) != value for name, value in current.items()):
+        raise StateSettingsChanged(namespace, stored, current)
+
+
 class ProcessorCore:
     def __init__(
         self,
@@ -89,6 +114,7 @@ class ProcessorCore:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         partition: int | None = None,
         layout: GroupLayout | None = None,
+        state_settings: Mapping[str, str] | None = None,
     ) -> None:
         self.topics = topics
         self.clock_ms = clock_ms  # the signal events' emission time (injected in tests)
@@ -96,6 +122,7 @@ class ProcessorCore:
         self.output_partitions = output_partitions
         self.partition = partition  # the ticks partition this core owns; None: all of them
         self.layout = layout  # checked on restore, kept in the snapshot
+        self.state_settings = state_settings  # likewise (processors.config.STATE_SHAPING)
         self.applied: dict[int, int] = {}  # ticks-topic partition -> last offset in the state
         metrics.PROCESSOR_ERRORS.labels("undecodable")  # exported at 0 from the start
         self.eof_seen: dict[str, set[int]] = {}
@@ -239,6 +266,8 @@ class ProcessorCore:
             state["partition"] = self.partition
         if self.layout is not None:
             state["layout"] = self.layout.to_json()
+        if self.state_settings is not None:
+            state["settings"] = dict(self.state_settings)
         return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)
 
     def restore(self, blob: bytes) -> None:
@@ -247,6 +276,7 @@ class ProcessorCore:
             stored = GroupLayout.from_json(state.get("layout", []))
             if stored != self.layout:
                 raise LayoutChanged(self.topics.namespace, stored, self.layout)
+        check_state_settings(self.topics.namespace, state.get("settings"), self.state_settings)
         self.applied = {int(k): v for k, v in state["applied"].items()}
         self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
         self.analytics.restore(state["analytics"])

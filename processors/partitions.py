@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from processors.core import Incoming, LayoutChanged, Outgoing, ProcessorCore, StepOutput
+from processors.config import state_settings
+from processors.core import (
+    Incoming,
+    LayoutChanged,
+    Outgoing,
+    ProcessorCore,
+    StepOutput,
+    check_state_settings,
+)
 from processors.kernels.analytics import AnalyticsConfig
 from processors.state_store import load_snapshots, state_key
 from tickstream.groups import GroupLayout
@@ -134,9 +142,12 @@ async def check_state(settings: Settings) -> int:
     partitions have a snapshot."""
     topics = Topics(settings.namespace)
     current = GroupLayout.from_settings(settings)
+    shaping = state_settings(settings)
     blobs = await load_snapshots(settings.kafka_bootstrap, topics.processor_state)
     for blob in blobs.values():
-        stored = GroupLayout.from_json(orjson.loads(blob).get("layout", []))
+        state = orjson.loads(blob)
+        stored = GroupLayout.from_json(state.get("layout", []))
         if stored != current:
             raise LayoutChanged(settings.namespace, stored, current)
+        check_state_settings(settings.namespace, state.get("settings"), shaping)
     return len(blobs)
