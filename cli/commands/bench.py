@@ -9,7 +9,7 @@ import click
 
 from tickstream.kafka_local import ROOT
 
-NAMES = ("analytics", "gateway", "kernels", "latency", "publisher", "sink")
+NAMES = ("analytics", "gateway", "kernels", "latency", "publisher", "scale", "sink")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -26,6 +26,7 @@ def bench(name: str, args: tuple[str, ...]) -> None:
     kernels    each analytic kernel alone on a seeded random stream
     gateway    desk feed: 500 clients at 10,000 ticks/s, latency and CPU
     latency    tick receipt -> desk client through the whole pipeline, at 1k/5k/20k ticks/s
+    scale      the processor with 1 and 2 workers on one load, and recovery from a kill
 
     Most need a broker: `tickstream kafka up` first (default 127.0.0.1:9092).
     """
