@@ -95,14 +95,24 @@ class StateSettingsChanged(ConfigError):
         )
 
 
-def check_state_settings(
-    namespace: str, stored: Mapping[str, str] | None, current: Mapping[str, str] | None
+def check_restorable(
+    namespace: str,
+    state: Mapping[str, Any],
+    layout: GroupLayout | None,
+    shaping: Mapping[str, str] | None,
 ) -> None:
-    """Refuse a snapshot folded under other state-shaping settings (older ones carry none)."""
-    if stored is None or current is None:
+    """Refuse a snapshot written under another group layout, or folded under other
+    state-shaping settings (older snapshots carry none: accepted). One rule for the
+    start-up check and for every restore."""
+    if layout is not None:
+        stored_layout = GroupLayout.from_json(state.get("layout", []))
+        if stored_layout != layout:
+            raise LayoutChanged(namespace, stored_layout, layout)
+    stored = state.get("settings")
+    if stored is None or shaping is None:
         return
-    if any(stored.get(name, value) != value for name, value in current.items()):
-        raise StateSettingsChanged(namespace, stored, current)
+    if any(stored.get(name, value) != value for name, value in shaping.items()):
+        raise StateSettingsChanged(namespace, stored, shaping)
 
 
 class ProcessorCore:
@@ -272,11 +282,7 @@ class ProcessorCore:
 
     def restore(self, blob: bytes) -> None:
         state = orjson.loads(blob)
-        if self.layout is not None:
-            stored = GroupLayout.from_json(state.get("layout", []))
-            if stored != self.layout:
-                raise LayoutChanged(self.topics.namespace, stored, self.layout)
-        check_state_settings(self.topics.namespace, state.get("settings"), self.state_settings)
+        check_restorable(self.topics.namespace, state, self.layout, self.state_settings)
         self.applied = {int(k): v for k, v in state["applied"].items()}
         self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
         self.analytics.restore(state["analytics"])

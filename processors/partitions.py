@@ -22,11 +22,10 @@ import orjson
 from processors.config import state_settings
 from processors.core import (
     Incoming,
-    LayoutChanged,
     Outgoing,
     ProcessorCore,
     StepOutput,
-    check_state_settings,
+    check_restorable,
 )
 from processors.kernels.analytics import AnalyticsConfig
 from processors.state_store import load_snapshots, state_key
@@ -138,16 +137,13 @@ def loader(bootstrap: str, state_topic: str) -> Load:
 
 async def check_state(settings: Settings) -> int:
     """Refuse, before anything runs, a namespace whose state another group layout wrote
-    (``LayoutChanged``) or an older processor wrote (``LegacyState``); returns how many
+    (``LayoutChanged``), other state-shaping settings folded (``StateSettingsChanged``) or
+    an older processor wrote (``LegacyState``); returns how many
     partitions have a snapshot."""
     topics = Topics(settings.namespace)
     current = GroupLayout.from_settings(settings)
     shaping = state_settings(settings)
     blobs = await load_snapshots(settings.kafka_bootstrap, topics.processor_state)
     for blob in blobs.values():
-        state = orjson.loads(blob)
-        stored = GroupLayout.from_json(state.get("layout", []))
-        if stored != current:
-            raise LayoutChanged(settings.namespace, stored, current)
-        check_state_settings(settings.namespace, state.get("settings"), shaping)
+        check_restorable(settings.namespace, orjson.loads(blob), current, shaping)
     return len(blobs)
