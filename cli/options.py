@@ -42,6 +42,10 @@ _HELP = {
     "allowed_lateness_ms": "How far (ms, event time) a tick may arrive out of order.",
     "sim_rate": "tickstream run: the simulated market's ticks/s (0 = as fast as possible).",
     "lateness_by_symbol": "Per-symbol lateness (ms) overriding the default: XAU:0;XAG:500.",
+    "heartbeat_ms": "Producers: after this long (ms, wall clock) without a tick of a symbol, "
+    "send its clock so the processor confirms its last ticks without waiting (0 = off).",
+    "record_warmup_ms": "A symbol with neither record seed nor history makes no all-time "
+    "high/low rows in its first this many ms of event time (0 = from its second tick).",
     "max_jump_ms": "A tick stamped more than this (ms) past its symbol's clock moves the clock "
     "only once --jump-confirm-ticks later ticks confirm the jump (0 = off).",
     "max_jump_by_symbol": "Per-symbol --max-jump-ms overriding the default: XAU:0;XAG:30000.",

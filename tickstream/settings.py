@@ -119,6 +119,12 @@ class Settings:
     clickhouse_wait_s: float = 60.0  # the processor waits this long for its record seeds
     allowed_lateness_ms: int = 2_000
     lateness_by_symbol: str = ""  # e.g. "XAU:0;XAG:500": per-symbol allowed lateness (ms)
+    # producers: a symbol quiet this long (wall clock) gets a clock heartbeat, so that the
+    # processor's watermark advances and its last ticks are confirmed (0 = off)
+    heartbeat_ms: int = 250
+    # a symbol with neither seed nor history makes no all-time high/low rows during its
+    # first record_warmup_ms of event time (its records are tracked meanwhile)
+    record_warmup_ms: int = 86_400_000
     # clock jumps (processors/kernels/ordering.py): a tick stamped further than this past
     # its symbol's clock moves it only once jump_confirm_ticks later ticks confirm it
     max_jump_ms: int = 60_000  # 0 = off
@@ -180,6 +186,9 @@ class Settings:
                 "max_jump_ms",
                 f"must be 0 (clock jumps not checked) or ms > 0, got {self.max_jump_ms}",
             )
+        for name in ("heartbeat_ms", "record_warmup_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0 (ms; 0 = off), got {getattr(self, name)}")
         if self.jump_confirm_ticks < 1:
             raise ConfigError(
                 "jump_confirm_ticks", f"must be >= 1 (ticks), got {self.jump_confirm_ticks}"
