@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import faust
 
@@ -56,6 +57,18 @@ class _Worker(faust.Worker):
     """
 
     broker_lost: BaseException | None = None
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        # the command's log filters (its hiding of the Kafka client's normal start-up
+        # errors), which Faust's own logging set-up would drop with the handlers
+        self._filters = [f for h in logging.root.handlers for f in h.filters]
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        for handler in logger.handlers:
+            for kept in self._filters:
+                if kept not in handler.filters:
+                    handler.addFilter(kept)
 
     async def start(self) -> None:
         try:
