@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics_port=0,
         allowed_lateness_ms=args.allowed_lateness_ms,
         processor_batch_ms=args.processor_batch_ms,
+        record_warmup_ms=0,  # gold has no seed: its all-time highs count from the start
     )
     children = Children()
     try:

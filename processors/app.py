@@ -34,6 +34,7 @@ from processors.broker_errors import BROKER_RETURN_WAIT_S
 from processors.checkpoints import Checkpoints
 from processors.config import analytics_config, state_settings
 from processors.core import Incoming, Outgoing
+from processors.fetching import LiveApp
 from processors.kernels.analytics import AnalyticsConfig
 from processors.outbox import (
     SEND_ATTEMPTS,
@@ -93,7 +94,7 @@ def create_app(
     config = config or analytics_config(settings)
     datadir = datadir or Path(".tickstream") / "faust" / settings.namespace
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = LiveApp(
         topics.group("processor"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",

@@ -44,7 +44,7 @@ from sinks.gateway.session import Sessions
 from sinks.gateway.state import BoardState, SignalLog
 from tickstream import metrics
 from tickstream.contracts import TICK_FIELDS, decode_ticks_message
-from tickstream.kafka_io import ensure_topics
+from tickstream.kafka_io import LIVE_FETCH_WAIT_MS, ensure_topics
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class Feed:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self.config.namespace}.gateway",
+            fetch_max_wait_ms=LIVE_FETCH_WAIT_MS,  # signals must not wait on quiet partitions
         )
         await consumer.start()
         try:

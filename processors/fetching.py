@@ -1,0 +1,40 @@
+"""Faust's Kafka transport with a short fetch wait (see ``LIVE_FETCH_WAIT_MS``).
+
+Faust builds its worker consumer with ``fetch_max_wait_ms=1500`` and no setting to change
+it; with a quiet partition beside a busy one, that long poll holds back the busy one's
+next fetch (aiokafka's one fetch in flight per broker), so ticks waited up to 1.5 s
+before the processor saw them. These subclasses only change that one value, on the
+consumer Faust has just built (before it starts, when aiokafka reads it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as driver
+
+from tickstream.kafka_io import LIVE_FETCH_WAIT_MS
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = LIVE_FETCH_WAIT_MS  # read by its fetcher at start
+        return consumer
+
+
+class _Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class LiveTransport(driver.Transport):
+    Consumer = _Consumer
+
+
+class LiveApp(faust.App):
+    """A Faust app whose consumer polls the broker with the short fetch wait."""
+
+    def _new_transport(self) -> Any:
+        return LiveTransport(self.conf.broker_consumer, self)
