@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,15 +36,40 @@ class ReplayConfig:
     start_ts_ms: int | None = None  # resume: skip ticks with an earlier ts (parsed leniently)
 
 
-def count_lines(path: Path) -> int:
-    """Data rows of a replay file (for progress): Parquet metadata, or CSV lines in binary."""
+def count_lines(path: Path, start_line: int = 0) -> int:
+    """Inputs a replay of the file yields from ``start_line`` on (for progress): Parquet rows
+    (numbered from 1), or the CSV's non-blank lines numbered ``start_line`` or later (the
+    header is line 1), counted in binary chunks."""
     if path.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        rows = int(pq.ParquetFile(path).metadata.num_rows)
+        return max(rows - max(start_line, 1) + 1, 0)
+    count = 0
     with path.open("rb") as fh:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-    return max(lines - 1, 0)
+        for _ in range(max(start_line, 2) - 1):  # the header and the lines before the start
+            if not fh.readline():
+                return 0
+        carry = b""  # a line cut by the chunk's end
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            text = carry + chunk
+            end = text.rfind(b"\n") + 1
+            lines, carry = text[:end], text[end:]
+            count += lines.count(b"\n") - len(_BLANK_LINE.findall(lines))
+        if carry.strip():  # a last line without a newline
+            count += 1
+    return count
+
+
+def replay_total(config: ReplayConfig) -> int:
+    """What a replay of ``config`` yields: lines from its start line, or, with a start time,
+    the inputs at or after it (one more pass over the file, as the replay reads it)."""
+    if config.start_ts_ms is None:
+        return count_lines(config.path, config.start_line)
+    return sum(1 for _ in read_file(config, now_ms=lambda: 0))
+
+
+_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*\n", re.MULTILINE)  # a line the replay skips
 
 
 def read_file(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Iterator[RawTick]:
@@ -116,7 +142,10 @@ def read_csv(config: ReplayConfig, now_ms: Callable[[], int] = wall_ms) -> Itera
             recv = now_ms()
             if len(text) > MAX_LINE_CHARS:
                 yield RawTick(
-                    text, source, f"line {number}", recv,
+                    text,
+                    source,
+                    f"line {number}",
+                    recv,
                     error=f"a line of {len(text)} characters (at most {MAX_LINE_CHARS})",
                 )
                 continue

@@ -27,7 +27,9 @@ fetch_jars() {
   command -v mvn >/dev/null || { say "Maven (mvn) is needed to fetch the broker's jars"; exit 1; }
   say "fetching Kafka broker jars from Maven Central into $LIBS"
   rm -rf "$LIBS"; mkdir -p "$LIBS"
-  mvn -q -B -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies \
+  # jansi.noreset: else Maven (3.8.7 here) ends even a quiet run with stray escape codes
+  MAVEN_OPTS="${MAVEN_OPTS:+$MAVEN_OPTS }-Djansi.noreset=true" \
+    mvn -q -B -f "$ROOT/kafka/pom.xml" dependency:copy-dependencies \
       -DoutputDirectory="$LIBS" -DincludeScope=runtime
   touch "$LIBS/.fetched"
 }

@@ -157,7 +157,7 @@ def replay(
     per symbol, from its last snapshot): a file behind it, whose ticks would all be late,
     is refused with the commands that work instead, unless --allow-late.
     """
-    from producers.replay import ReplayConfig, count_lines
+    from producers.replay import ReplayConfig, replay_total
     from producers.replay import replay as source
     from tickstream.timestamps import parse_ts_ms
 
@@ -170,7 +170,10 @@ def replay(
             raise click.BadParameter(str(exc), param_hint="--start-ts") from exc
     config = ReplayConfig(path, speed=speed, start_line=start_line, start_ts_ms=start_ts_ms)
     check = None if allow_late else config
-    _publish(settings, source(config), total=count_lines(path), check=check)
+    of = f" lines from line {start_line}" if start_line > 2 else ""  # progress: 12/12 lines...
+    if start_ts:
+        of = f" inputs from {start_ts}" + (f", line {start_line}" if start_line > 2 else "")
+    _publish(settings, source(config), total=replay_total(config), check=check, of=of)
 
 
 @produce.command()
@@ -256,8 +259,10 @@ def _publish(
     source: AsyncIterator[Any],
     total: int | None = None,
     check: ReplayConfig | None = None,
+    of: str = "",
 ) -> None:
-    """Publish ``source``; a replay file (``check``) only once it is not behind the clock."""
+    """Publish ``source``; a replay file (``check``) only once it is not behind the clock.
+    Progress counts ``total`` inputs (``of`` says which: " lines from line 9990")."""
     from cli.progress import progress_printer
     from producers.publisher import Publisher
     from producers.validation import Validator
@@ -276,7 +281,9 @@ def _publish(
         async with Publisher(
             settings, Validator(config), producer_options=producer_options
         ) as publisher:
-            task = asyncio.create_task(publisher.publish(source, progress=progress_printer(total)))
+            task = asyncio.create_task(
+                publisher.publish(source, progress=progress_printer(total, of=of))
+            )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, task.cancel)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime
+from typing import Any
 
 import click
 
 from cli.options import pop_settings, settings_options
+from cli.query_format import table_lines, tsv_lines
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -56,32 +57,24 @@ def query(sql: tuple[str, ...], fmt: str, **values: object) -> None:
     client.database = settings.clickhouse_database  # for tables named without a database
     try:
         result = client.query(text, settings={"final": 1})
+        header = list(result.column_names)
+        if fmt == "table" and not header:  # no row: the engine sent no column names either
+            header = _column_names(client, text)
     except Exception as exc:
         raise click.ClickException(f"query failed: {exc}") from exc
     finally:
         client.close()
-    rows = [[_text(v) for v in row] for row in result.result_rows]
-    if fmt == "table":
-        header = list(result.column_names)
-        widths = [
-            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-            for i, h in enumerate(header)
-        ]
-        click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-        for row in rows:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
-    else:
-        out = sys.stdout
-        for row in rows:
-            out.write("\t".join(row) + "\n")
+    rows = result.result_rows
+    lines = table_lines(header, rows) if fmt == "table" else tsv_lines(rows)
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, datetime):  # DateTime64(3): milliseconds, as ClickHouse shows them
-        spec = "milliseconds" if value.microsecond else "seconds"
-        return value.replace(tzinfo=None).isoformat(sep=" ", timespec=spec)
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+def _column_names(client: Any, text: str) -> list[str]:
+    """The columns a query would return, asked without running it (DESCRIBE of the query as
+    a subquery); none for what is no SELECT (a statement, SHOW ...)."""
+    try:
+        described = client.query(f"DESCRIBE TABLE (\n{text.rstrip().rstrip(';')}\n)")
+    except Exception:
+        return []
+    return [str(row[0]) for row in described.result_rows]

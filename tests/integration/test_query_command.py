@@ -30,5 +30,34 @@ def test_dates_print_as_clickhouse_shows_them(tmp_path: Path) -> None:
     table = run(tmp_path, "--format", "table", SQL).splitlines()
     assert table[0].split() == ["day", "at", "second"]
     assert table[1].split() == [
-        "2026-01-26", "2026-01-26", "06:50:38.092", "2026-01-26", "06:50:38"
+        "2026-01-26",
+        "2026-01-26",
+        "06:50:38.092",
+        "2026-01-26",
+        "06:50:38",
+    ]
+
+
+def test_an_empty_table_result_prints_its_header(tmp_path: Path) -> None:
+    sql = "SELECT 'XAU' AS symbol, toDateTime64(0, 3, 'UTC') AS ts, 1.5 AS price WHERE 0"
+    assert run(tmp_path, "--format", "table", sql).splitlines() == ["symbol  ts  price"]
+    assert run(tmp_path, "--format", "table", stdin=f"-- name: none\n{sql};\n") == (
+        "symbol  ts  price\n"
+    )
+    assert run(tmp_path, sql) == ""  # tab-separated: no header, so nothing
+
+
+def test_rows_print_in_the_order_the_query_asks(tmp_path: Path) -> None:
+    sql = (
+        "SELECT number AS n, toDateTime64(number / 1000, 3, 'UTC') AS at "
+        "FROM numbers(3) ORDER BY n DESC"
+    )
+    assert run(tmp_path, sql) == (
+        "2\t1970-01-01 00:00:00.002\n1\t1970-01-01 00:00:00.001\n0\t1970-01-01 00:00:00\n"
+    )
+    assert run(tmp_path, "--format", "table", sql).splitlines() == [
+        "n  at",
+        "2  1970-01-01 00:00:00.002",
+        "1  1970-01-01 00:00:00.001",
+        "0  1970-01-01 00:00:00",
     ]
