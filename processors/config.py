@@ -12,8 +12,9 @@ from tickstream.settings import Settings
 
 # Settings the kernels fold into their state: a changed one could not be applied to the history
 # already folded (an added level step would never see the crossings before it, a longer window
-# only the ticks since), so a namespace keeps them. Lateness, clock jumps, z thresholds and
-# price bands are read afresh on every tick and may change between runs.
+# only the ticks since), so a namespace keeps them. Lateness, clock jumps, z thresholds,
+# price bands and the records warm-up (the state keeps each symbol's first tick, not the
+# warm-up's end) are read afresh on every tick and may change between runs.
 STATE_SHAPING = (
     "rolling_windows",
     "level_steps",
@@ -50,6 +51,7 @@ def analytics_config(
             sync_groups=settings.parsed_sync_groups(),
             sync_span_ms=settings.sync_span_ms,
             seeds=dict(seeds or {}),
+            warmup_ms=settings.record_warmup_ms,
         ),
         divergence=DivergenceConfig(
             pairs=settings.parsed_divergence_pairs(),

@@ -210,10 +210,14 @@ def _record_row(symbol, record, ts, price, level, step, prev, first, from_level=
 
 
 def records_oracle(streams: Streams, config: Any) -> list[Row]:
-    """Every level of a finite range keeps both latches explicitly; ticks replayed one by one."""
+    """Every level of a finite range keeps both latches explicitly; ticks replayed one by one.
+
+    Warm-up: an unseeded symbol's ath/atl at a tick stamped before its earliest tick's
+    stamp plus ``config.warmup_ms`` is no row and no ATH event (the record still moves)."""
     from processors.kernels import records as records_module
 
     h = config.hysteresis
+    warmup = config.warmup_ms
     rows: list[Row] = []
     emitted: set[tuple[Any, ...]] = set()  # (symbol, record, step, level, ts_ms): the table key
     ath_events: list[tuple[int, str, int, float]] = []
@@ -258,18 +262,22 @@ def records_oracle(streams: Streams, config: Any) -> list[Row]:
                 grid[2] = {k: seed.last_price < lv for k, lv in levels.items()}
                 grid[3] = {k: seed.last_price > lv for k, lv in levels.items()}
         n_ath = 0
+        first_ts = min((t.ts_ms for t in ticks), default=0)
         for t in ticks:
             p = t.price
+            warm = seed is not None or t.ts_ms >= first_ts + warmup
             if ath is None:
                 ath = atl = p
                 ath_ts = atl_ts = t.ts_ms
             elif p > ath:
-                rows.append(_record_row(symbol, "ath", t.ts_ms, p, ath, 0.0, ath_ts, 1))
+                if warm:
+                    rows.append(_record_row(symbol, "ath", t.ts_ms, p, ath, 0.0, ath_ts, 1))
+                    ath_events.append((t.ts_ms, symbol, n_ath, p))
+                    n_ath += 1
                 ath, ath_ts = p, t.ts_ms
-                ath_events.append((t.ts_ms, symbol, n_ath, p))
-                n_ath += 1
             elif p < atl:
-                rows.append(_record_row(symbol, "atl", t.ts_ms, p, atl, 0.0, atl_ts, 1))
+                if warm:
+                    rows.append(_record_row(symbol, "atl", t.ts_ms, p, atl, 0.0, atl_ts, 1))
                 atl, atl_ts = p, t.ts_ms
             for grid in grids:
                 step, levels, up, down, first_up, first_down = grid
@@ -430,10 +438,14 @@ def rolling_break_rows(
     symbol: str, tick: Tick, earlier: Sequence[Tick], windows_ms: Mapping[str, int]
 ) -> list[Row]:
     """The rolling breaks of one tick against the ticks before it, straight from the
-    definition: every earlier tick stamped in (t - W, t], compared one by one."""
+    definition: every earlier tick stamped in (t - W, t], compared one by one, in the
+    windows that the history known (the earliest stamp of these ticks) covers."""
     rows: list[Row] = []
+    first_ts = min([tick.ts_ms, *(e.ts_ms for e in earlier)])
     for record in ("new_high", "new_low"):
         for label, window in sorted(windows_ms.items(), key=lambda kv: kv[1]):
+            if tick.ts_ms - first_ts < window:
+                continue  # the history does not cover the window
             inside = [e for e in earlier if tick.ts_ms - window < e.ts_ms <= tick.ts_ms]
             if not inside:
                 continue

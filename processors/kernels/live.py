@@ -16,7 +16,14 @@ tells the desk at once, and then owns up:
     the watermark to retract them. Past ``RESYNC_BUDGET`` rebuilds of a symbol in one
     step (a badly jittered feed in big batches), further out-of-order arrivals of the
     step are fed in arrival order and the shadow is rebuilt once, after the exact step;
-  * new highs/lows of each rolling window: live_windows.py;
+    The records warm-up (records.py) comes with the shadow: same configuration, and its
+    state's ``first_ts_ms`` is the exact kernel's (adopted) or, for a symbol the exact
+    kernel has not seen yet, that of the earliest held tick (a rebuild puts an arrival
+    stamped before the first one first). So an in-order stream is judged exactly as the
+    exact kernel will; out of order, the shadow's first stamp is never earlier than the
+    exact one, so a warm-up never makes a provisional all-time high or low the exact
+    path retracts (it may confirm one nobody announced);
+  * new highs/lows of each rolling window, with the same coverage rule: live_windows.py;
   * synchronized highs: live_syncs.py, once per step, before the exact step; at the end
     of input, all of them.
   Each is a ``SignalEvent`` with status ``provisional`` (announced 0).

@@ -5,6 +5,13 @@ stamped in ``(t - W, t]``: this is the exact kernel's answer unless an earlier-s
 tick is still to come. Released ticks are read from the exact kernel's staircases
 (rolling_breaks.py), held ones from the ordering stage's held list; neither is written.
 
+Coverage likewise: a window ``W`` breaks only if ``t - first >= W``, ``first`` being the
+earliest stamp known at arrival: the exact kernel's first tick (the earliest released;
+``COVERED_MS`` after a snapshot from before the rule), the earliest held tick, the tick
+itself. In order that is the exact kernel's ``first_ts_ms``; an earlier-stamped tick
+still to come can only make the exact history longer, so coverage never retracts a
+provisional break (it may leave one for the exact path to confirm unannounced).
+
 Speed: per symbol the shortest window's known high and low are kept, with the time
 until which both stay in that window. An in-order tick strictly between them breaks no
 window (longer windows hold those ticks too), which lets the ordering stage skip it
@@ -96,19 +103,33 @@ class ArrivalWindows:
         if ext.hn < 0 or not held or mx is None or mn is None or min(mx[:2], mn[:2]) < held[0][:2]:
             ext.hn, ext.hmax, ext.hmin = 0, None, None
 
+    def history(self, symbol: str, held: Held, ts: int) -> int:
+        """How far back the history known at an arrival stamped ``ts`` reaches (``held``:
+        the symbol's held ticks before it): what covers a window."""
+        first = ts
+        exact = self._rolling.first_ts_ms(symbol)
+        if exact is not None and exact < first:
+            first = exact
+        if held and held[0][0] < first:
+            first = held[0][0]
+        return ts - first
+
     def _in_band(
         self, tick: Tick, ext: _Extremes, held: Held, stairs: Stairs, rows: list[Any]
     ) -> None:
         """In order, the shortest window's extremes known: a tick beyond them breaks that
-        window; longer ones are looked up only then."""
+        window (if the history covers it); longer ones are looked up only then."""
         symbol, ts, price = tick.symbol, tick.ts_ms, tick.price
         hi, lo = ext.hi, ext.lo
         assert hi is not None and lo is not None
+        w0 = self._w0
         if price >= hi.price:
-            if price > hi.price:
+            if price > hi.price and (history := self.history(symbol, held, ts)) >= w0:
                 first = self._windows[0][0]
                 rows.append(RollingBreak(symbol, first, "new_high", ts, price, hi.price, hi.ts_ms))
                 for label, w in self._windows[1:]:
+                    if w > history:
+                        break
                     prev = self._older(ts, w, hi, held, stairs, 0)
                     if prev.price >= price:
                         break
@@ -117,10 +138,12 @@ class ArrivalWindows:
                     )
             ext.hi = hi = tick
         if price <= lo.price:
-            if price < lo.price:
+            if price < lo.price and (history := self.history(symbol, held, ts)) >= w0:
                 first = self._windows[0][0]
                 rows.append(RollingBreak(symbol, first, "new_low", ts, price, lo.price, lo.ts_ms))
                 for label, w in self._windows[1:]:
+                    if w > history:
+                        break
                     prev = self._older(ts, w, lo, held, stairs, 1)
                     if prev.price <= price:
                         break
@@ -165,7 +188,10 @@ class ArrivalWindows:
         whole: tuple[Entry | None, Entry | None] | None = None  # held[:end]'s extremes
         highs: list[RollingBreak] = []
         lows: list[RollingBreak] = []
+        history = self.history(symbol, held, ts)
         for label, w in self._windows:
+            if w > history:
+                break  # not covered, nor are the longer windows
             cutoff = ts - w
             mx, mn = _stair_extremes(stairs, cutoff)
             start = 0 if not held or held[0][0] > cutoff else bisect_right(held, (cutoff, _FOREVER))
@@ -200,12 +226,16 @@ class ArrivalWindows:
                 hmx, hmn = _scan(held, bisect_right(held, (cutoff, _FOREVER)), len(held))
             mx, mn = _with(mx, mn, hmx, hmn)
         if tick is not None and tick.ts_ms > cutoff:  # out of order, it may not be the latest
-            if mx is None or tick.price > mx.price or (
-                tick.price == mx.price and tick.ts_ms >= mx.ts_ms
+            if (
+                mx is None
+                or tick.price > mx.price
+                or (tick.price == mx.price and tick.ts_ms >= mx.ts_ms)
             ):
                 mx = tick
-            if mn is None or tick.price < mn.price or (
-                tick.price == mn.price and tick.ts_ms >= mn.ts_ms
+            if (
+                mn is None
+                or tick.price < mn.price
+                or (tick.price == mn.price and tick.ts_ms >= mn.ts_ms)
             ):
                 mn = tick
         ext.hi, ext.lo = mx, mn

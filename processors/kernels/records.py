@@ -10,7 +10,21 @@ dict key ``kind`` already names the table): ``ath``, ``atl``, ``level_up``,
   level crossed; likewise on sync_ath rows). A tick equal to the
   record is no record and does not move its time.
 - Fresh symbol: without a seed its first tick sets both records and the side of every
-  level silently (no row). A ``RecordSeed`` gives the records (and optionally the
+  level silently (no row).
+- Warm-up: a symbol without a seed has seen nothing of its past, so "all-time" would
+  mean "since its first tick" and every new high of a fresh simulated market would be
+  announced. With ``warmup_ms`` W > 0 and ``first_ts_ms`` the stamp of the first tick
+  the kernel saw of the symbol (its ticks come in event order, so the earliest), a tick
+  stamped before ``first_ts_ms + W`` emits no ``ath``/``atl`` row and gives the sync
+  groups no ATH event. Its records are tracked all the same: the first row after the
+  warm-up must beat the warm-up's extreme, and its ``level``/``prev_ts_ms`` are that
+  record and the tick that set it. Level crossings are not affected. A seeded symbol has
+  no warm-up (the seed is its past), nor has a symbol restored from a snapshot taken
+  before the warm-up existed (it has no ``first_ts_ms``: that deployment already
+  announced its records). ``first_ts_ms`` is state (records_state.py), W is not: a
+  changed ``record_warmup_ms`` applies to a restored state at once. W = 0 is the rule
+  without warm-up.
+- Seeds: a ``RecordSeed`` gives the records (and optionally the
   first upward/downward crossing times and the last price) so that a restart or a new
   deployment does not call the first tick a record. With ``seed.last_price`` the level
   sides come from that price and the first tick can already cross; without it the
@@ -44,7 +58,8 @@ dict key ``kind`` already names the table): ``ath``, ``atl``, ``level_up``,
   no version, so a level fired again within the same millisecond (up, down and up again
   through it) gives no second row: FINAL could keep the second, with ``first_time`` 0,
   and lose the first crossing.
-- sync_ath: ATH events of the members of a sync group are taken in (ts_ms, symbol,
+- sync_ath: ATH events (ath rows: none in a warm-up) of the members of a sync group are
+  taken in (ts_ms, symbol,
   per-symbol order) once every member's watermark has passed them (all on flush), so
   the rows do not depend on how symbols interleave. An event at ``t`` fires when another
   member's latest ATH (seeded ATH times count) lies in ``[t - sync_span_ms, t]`` and the
@@ -138,10 +153,14 @@ class RecordConfig:
     sync_groups: Sequence[Sequence[str]] = (("XAU", "XAG"),)
     sync_span_ms: int = DAY_MS
     seeds: Mapping[str, RecordSeed] = field(default_factory=dict)
+    warmup_ms: int = 0
+    """An unseeded symbol's records warm-up (event time from its first tick; 0: none)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.hysteresis < 1:
             raise ValueError("hysteresis must be in [0, 1)")
+        if self.warmup_ms < 0:
+            raise ValueError("warmup_ms must be >= 0")
         for steps in [*self.level_steps.values(), self.default_steps]:
             if any(not s > 0 for s in steps):
                 raise ValueError("every level step must be > 0")
@@ -287,13 +306,16 @@ class RecordKernel:
         if state.ath is None:
             state.ath = state.atl = price
             state.ath_ts_ms = state.atl_ts_ms = ts
+            state.first_ts_ms = ts  # unseeded: its warm-up starts here
         elif price > state.ath:
-            rows.append(_row(symbol, "ath", ts, price, state.ath, 0.0, state.ath_ts_ms, 1))
+            if self._warm(state, ts):
+                rows.append(_row(symbol, "ath", ts, price, state.ath, 0.0, state.ath_ts_ms, 1))
+                for group in self._groups_of.get(symbol, ()):
+                    group.pending[symbol].append((ts, price))
             state.ath, state.ath_ts_ms = price, ts
-            for group in self._groups_of.get(symbol, ()):
-                group.pending[symbol].append((ts, price))
         elif price < state.atl:
-            rows.append(_row(symbol, "atl", ts, price, state.atl, 0.0, state.atl_ts_ms, 1))
+            if self._warm(state, ts):
+                rows.append(_row(symbol, "atl", ts, price, state.atl, 0.0, state.atl_ts_ms, 1))
             state.atl, state.atl_ts_ms = price, ts
         dense = price * self._band_width
         lo_f, hi_f = self._lo_f, self._hi_f
@@ -310,6 +332,19 @@ class RecordKernel:
                 continue  # same side of every threshold: the latches stay as they are
             grid.refresh(lo_f, hi_f)
         self._refresh_quiet(symbol, state)
+
+    def _warm(self, state: SymbolState, ts: int) -> bool:
+        """Whether a record at ``ts`` is announced: past the symbol's warm-up, if it has
+        one (W = 0 asks nothing of the stamp: a shadow fed out of order stays as it was)."""
+        warmup = self.config.warmup_ms
+        first = state.first_ts_ms
+        return not warmup or first is None or ts - first >= warmup
+
+    def first_ts_ms(self, symbol: str) -> int | None:
+        """The stamp of the first tick seen of an unseeded symbol (None: seeded, restored
+        from before the warm-up, or not seen)."""
+        state = self._symbols.get(symbol)
+        return None if state is None else state.first_ts_ms
 
     def _sync(self, group: SyncGroup, limit: int, rows: list[RecordBreak]) -> None:
         """Take the group's ATH events older than every member's watermark, in ts order."""

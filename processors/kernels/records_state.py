@@ -2,8 +2,14 @@
 
 Kept apart from the rules (records.py) and the level arithmetic (records_levels.py): a
 snapshot must restore to exactly the state it was taken of, including what older
-tickstream versions saved (first crossings as ``[k, ts]`` pairs, no ``instant``), and
-that is easier to keep right where it is all in one place.
+tickstream versions saved (first crossings as ``[k, ts]`` pairs, no ``instant``, no
+``first_ts_ms``), and that is easier to keep right where it is all in one place.
+
+``first_ts_ms`` is the stamp of the first tick the kernel saw of an unseeded symbol: its
+records warm-up runs from it (records.py). It is kept, not the warm-up's end, so that a
+changed ``record_warmup_ms`` applies to a restored state as it does to a fresh one. None
+means "no warm-up": a seeded symbol, or a snapshot from before the warm-up existed (that
+deployment already announced records: it must not fall silent on a restart).
 """
 
 from __future__ import annotations
@@ -16,19 +22,21 @@ from processors.kernels.records_levels import NEVER, Firsts, Grid
 
 
 class SymbolState:
-    __slots__ = ("ath", "ath_ts_ms", "atl", "atl_ts_ms", "grids")
+    __slots__ = ("ath", "ath_ts_ms", "atl", "atl_ts_ms", "first_ts_ms", "grids")
 
     def __init__(self, grids: list[Grid]) -> None:
         self.ath: float | None = None
         self.ath_ts_ms = 0
         self.atl = 0.0
         self.atl_ts_ms = 0
+        self.first_ts_ms: int | None = None  # the first tick's stamp; None: no warm-up
         self.grids = grids
 
     def copy(self) -> SymbolState:
         state = SymbolState([g.copy() for g in self.grids])
         state.ath, state.ath_ts_ms = self.ath, self.ath_ts_ms
         state.atl, state.atl_ts_ms = self.atl, self.atl_ts_ms
+        state.first_ts_ms = self.first_ts_ms
         return state
 
 
@@ -51,6 +59,7 @@ def snapshot(symbols: dict[str, SymbolState], groups: Iterable[SyncGroup]) -> di
                 "ath_ts_ms": s.ath_ts_ms,
                 "atl": s.atl,
                 "atl_ts_ms": s.atl_ts_ms,
+                "first_ts_ms": s.first_ts_ms,
                 "grids": [
                     {
                         "step": g.step,
@@ -96,6 +105,7 @@ def restore_symbols(state: dict[str, Any], lo_f: float, hi_f: float) -> dict[str
         sym = symbols[symbol] = SymbolState(grids)
         sym.ath, sym.ath_ts_ms = s["ath"], s["ath_ts_ms"]
         sym.atl, sym.atl_ts_ms = s["atl"], s["atl_ts_ms"]
+        sym.first_ts_ms = s.get("first_ts_ms")  # absent (older snapshot): warmed up
     return symbols
 
 

@@ -22,6 +22,10 @@ later tick (a monotonic stack), and one for lows. The high over any window that 
 at the newest tick is the first staircase entry inside the window (a binary search),
 so all windows share the two stacks of the longest one. Entries older than the
 longest window are cut off; memory is bounded by the staircases, never by the ticks.
+
+The state also keeps each symbol's first tick stamp (``first_ts_ms``): the rolling
+breaks (rolling_breaks.py) need to know how much history a window has. It does not
+change these rows: a window's high is that of the ticks seen, however few.
 """
 
 from __future__ import annotations
@@ -62,14 +66,27 @@ class RollingConfig:
             raise ValueError("stamp_ms must be > 0")
 
 
-class _Symbol:
-    __slots__ = ("hi", "lo", "period_end_ms", "pending")
+COVERED_MS = -(2**62)
+"""The ``first_ts_ms`` of a symbol whose history covers every window: that of a snapshot
+from before the coverage rule (rolling_breaks.py), which already announced breaks."""
 
-    def __init__(self, hi: list[Tick], lo: list[Tick], period_end_ms: int, pending: bool) -> None:
+
+class _Symbol:
+    __slots__ = ("hi", "lo", "period_end_ms", "pending", "first_ts_ms")
+
+    def __init__(
+        self,
+        hi: list[Tick],
+        lo: list[Tick],
+        period_end_ms: int,
+        pending: bool,
+        first_ts_ms: int = COVERED_MS,
+    ) -> None:
         self.hi = hi  # prices strictly decreasing, ts increasing
         self.lo = lo  # prices strictly increasing, ts increasing
         self.period_end_ms = period_end_ms
         self.pending = pending  # the current period has ticks not yet emitted
+        self.first_ts_ms = first_ts_ms  # the first tick seen (the breaks' coverage)
 
 
 class RollingKernel:
@@ -122,7 +139,7 @@ class RollingKernel:
         if state is None:
             stamp = self.config.stamp_ms
             end = first_ms - first_ms % stamp + stamp
-            state = self._symbols[symbol] = _Symbol([], [], end, False)
+            state = self._symbols[symbol] = _Symbol([], [], end, False, first_ms)
         if first_ms < state.period_end_ms:
             state.pending = True  # the first tick lands in the current period
         return state, state.period_end_ms
@@ -165,6 +182,7 @@ class RollingKernel:
                     "lo": [[t.ts_ms, t.price] for t in s.lo],
                     "period_end_ms": s.period_end_ms,
                     "pending": s.pending,
+                    "first_ts_ms": s.first_ts_ms,
                 }
                 for symbol, s in self._symbols.items()
             }
@@ -177,6 +195,7 @@ class RollingKernel:
                 [Tick(symbol, ts, price) for ts, price in s["lo"]],
                 s["period_end_ms"],
                 s["pending"],
+                s.get("first_ts_ms", COVERED_MS),  # older snapshot: covered
             )
             for symbol, s in state["symbols"].items()
         }

@@ -11,8 +11,16 @@ per symbol, ticks in event order ((ts_ms, arrival), see ordering.py), for each w
   high's time forward). ``new_low`` likewise, strictly below.
 - A window without earlier ticks (the first tick, or after a gap longer than ``W``)
   has no break: there is nothing to beat. A longer window may still have one.
+- Coverage: a break of ``W`` also needs the symbol's history to cover the window:
+  ``t - first_ts_ms >= W``, with ``first_ts_ms`` the stamp of the first tick the kernel
+  saw of the symbol (the earliest: event order). Without it a fresh symbol's every new
+  high of its few minutes would be called a "new 52-week high". ``first_ts_ms`` is kept
+  in the state and its snapshot; a snapshot from before this rule has none and counts
+  as covered (``COVERED_MS``, rolling.py). The rolling highs (``RollingHigh`` rows) do
+  not depend on it.
 - One tick may break several windows at once: one row per window, shortest first.
-  A tick that breaks a window breaks every shorter non-empty one too.
+  A tick that breaks a window breaks every shorter non-empty one too (coverage aside:
+  a longer window is covered later than a shorter one).
 
 How: the same two staircases as the rolling highs (rolling.py): the ticks strictly
 higher than every later tick, and strictly lower. A new tick pops the entries it beats;
@@ -20,13 +28,15 @@ the first entry it does not beat (the *guard*, at or above its price) is the lat
 earlier tick at or above it. So the tick breaks window ``W`` iff the window holds an
 earlier tick (the staircase top, the previous tick, is inside) and the guard is not
 inside; the previous high is the first popped entry inside the window (a binary
-search). Windows are tried shortest first; the first window holding the guard ends it.
+search). Windows are tried shortest first; the first window holding the guard, or the
+first one the symbol's history does not cover, ends it.
 
 Speed, as the records' quiet band: the shortest window's low and high (the staircase
 heads inside it) are kept per symbol with the time they leave it. A tick strictly
 between them, before that time, breaks nothing in any window (each longer window holds
 those ticks too): it costs the plain staircase push of the rolling highs and one
-comparison. Only the others (about 2 % of a random walk's ticks) take the slow path.
+comparison. Only the others (about 2 % of a random walk's ticks) take the slow path,
+where coverage costs one comparison per window tried.
 
 Memory is the staircases, cut to the longest window: bounded by the ticks' prices,
 never by their number. One pair of staircases serves the rolling highs as well:
@@ -73,6 +83,12 @@ class RollingBreakKernel(RollingKernel):
     def flush(self) -> list[OutputRow]:  # type: ignore[override]
         return super().flush()  # type: ignore[return-value]
 
+    def first_ts_ms(self, symbol: str) -> int | None:
+        """The stamp of the symbol's first released tick (``COVERED_MS`` if restored from
+        before the coverage rule; None before any): the live stage's coverage."""
+        state = self._symbols.get(symbol)
+        return None if state is None else state.first_ts_ms
+
     def staircases(self, symbol: str) -> tuple[list[Tick], list[Tick]] | None:
         """The (highs, lows) staircases of a symbol's released ticks, oldest first.
 
@@ -94,6 +110,7 @@ class RollingBreakKernel(RollingKernel):
         hi, lo = state.hi, state.lo
         hi_pop, hi_push, lo_pop, lo_push = hi.pop, hi.append, lo.pop, lo.append
         low, high, until = self._bands.get(symbol, _LOUD)
+        first = state.first_ts_ms
         for tick in ticks:
             ts = tick.ts_ms
             if ts >= end:
@@ -109,23 +126,30 @@ class RollingBreakKernel(RollingKernel):
                     lo_pop()
                 lo_push(tick)
             else:
-                low, high, until = self._careful(symbol, tick, hi, lo, rows)
+                low, high, until = self._careful(symbol, tick, hi, lo, first, rows)
         self._bands[symbol] = (low, high, until)
 
     def _careful(
-        self, symbol: str, tick: Tick, hi: list[Tick], lo: list[Tick], rows: list[Any]
+        self,
+        symbol: str,
+        tick: Tick,
+        hi: list[Tick],
+        lo: list[Tick],
+        first: int,
+        rows: list[Any],
     ) -> tuple[float, float, int]:
         """A tick at or beyond the shortest window's range (or after it moved on): push it
-        with its breaks; return the new range (low, high, until_ms)."""
+        with its breaks (``first``: the symbol's first stamp); return the new range (low,
+        high, until_ms)."""
         price = tick.price
         if hi and hi[-1].price < price:
-            self._beat(symbol, tick, hi, 1, rows)
+            self._beat(symbol, tick, hi, 1, first, rows)
         elif hi and hi[-1].price == price:
             hi[-1] = tick  # the latest at the price moves on
         else:
             hi.append(tick)
         if lo and lo[-1].price > price:
-            self._beat(symbol, tick, lo, -1, rows)
+            self._beat(symbol, tick, lo, -1, first, rows)
         elif lo and lo[-1].price == price:
             lo[-1] = tick
         else:
@@ -136,10 +160,13 @@ class RollingBreakKernel(RollingKernel):
         low = lo[bisect_right(lo, cutoff, key=_ts)]
         return low.price, h.price, min(h.ts_ms, low.ts_ms) + w0
 
-    def _beat(self, symbol: str, tick: Tick, stair: list[Tick], sign: int, rows: list[Any]) -> None:
+    def _beat(
+        self, symbol: str, tick: Tick, stair: list[Tick], sign: int, first: int, rows: list[Any]
+    ) -> None:
         """Push ``tick`` onto a staircase whose top it beats (sign 1: highs, -1: lows),
-        with a row for every window it breaks."""
+        with a row for every window it breaks that the history since ``first`` covers."""
         ts, price = tick.ts_ms, tick.price
+        history = ts - first
         p = sign * price
         n = len(stair) - 1  # stair[n:] are beaten: strictly behind price
         while n and sign * stair[n - 1].price < p:
@@ -148,6 +175,8 @@ class RollingBreakKernel(RollingKernel):
         guard_ts = stair[n - 1].ts_ms if n else None  # the latest at or beyond price
         record = "new_high" if sign == 1 else "new_low"
         for label, w in self.ascending:
+            if w > history:
+                break  # the history does not cover this window (nor the longer ones)
             cutoff = ts - w
             if last_ts <= cutoff:
                 continue  # no earlier tick in this window

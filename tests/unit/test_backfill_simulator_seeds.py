@@ -98,7 +98,9 @@ def test_merged_seeds_keep_the_most_extreme_records_and_the_earliest_crossings()
     assert merged["XPT"]["ath"] == 1.0
 
 
-def record_breaks(seeded: bool, tmp_path: Path, seconds: int = 120) -> Counter[str]:
+def record_breaks(
+    seeded: bool, tmp_path: Path, seconds: int = 120, warmup_ms: int = 86_400_000
+) -> Counter[str]:
     """The record breaks of the first ``seconds`` of `tickstream run`'s simulated market
     (20 ticks/s, seed 42), through the processor's analytics in batches."""
     config = SimulatorConfig(rate_per_s=20.0)
@@ -107,7 +109,7 @@ def record_breaks(seeded: bool, tmp_path: Path, seconds: int = 120) -> Counter[s
         path = tmp_path / "seeds.json"
         path.write_bytes(orjson.dumps(merge_seed_docs(record_seeds(config, NOW_MS))))
         seeds = seeds_from_file(path)
-    analytics = Analytics(analytics_config(Settings(), seeds))
+    analytics = Analytics(analytics_config(Settings(record_warmup_ms=warmup_ms), seeds))
     scale = config.rate_per_s / sum(a.ticks_per_s for a in config.assets)
     ticks = []
     for raw in generate(config, lambda: NOW_MS, start_ms=NOW_MS, rate_scale=scale):
@@ -123,8 +125,10 @@ def record_breaks(seeded: bool, tmp_path: Path, seconds: int = 120) -> Counter[s
 
 
 def test_a_fresh_simulated_market_is_not_a_flood_of_all_time_records(tmp_path: Path) -> None:
+    flood = record_breaks(seeded=False, tmp_path=tmp_path, warmup_ms=0)
     fresh = record_breaks(seeded=False, tmp_path=tmp_path)
     seeded = record_breaks(seeded=True, tmp_path=tmp_path)
-    assert fresh["ath"] + fresh["atl"] > 50  # what a market without a past looked like
+    assert flood["ath"] + flood["atl"] > 50  # what a market without a past looked like
+    assert fresh["ath"] + fresh["atl"] == 0  # the warm-up: no seed, still no flood
     assert seeded["ath"] + seeded["atl"] == 0  # gold's $5,051.91 and silver's $107.353 stand
     assert sum(seeded.values()) <= 5  # only crossings of the round levels it starts on

@@ -20,7 +20,9 @@ def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
 
 
-def _config(hysteresis: float, span_ms: int, seeds: dict[str, RecordSeed]) -> RecordConfig:
+def _config(
+    hysteresis: float, span_ms: int, seeds: dict[str, RecordSeed], warmup_ms: int = 0
+) -> RecordConfig:
     return RecordConfig(
         level_steps=STEPS,
         default_steps=(3.0,),
@@ -28,8 +30,12 @@ def _config(hysteresis: float, span_ms: int, seeds: dict[str, RecordSeed]) -> Re
         sync_groups=(("XAU", "XAG"), ("XAG", "C", "D")),
         sync_span_ms=span_ms,
         seeds=seeds,
+        warmup_ms=warmup_ms,
     )
 
+
+# 0: no warm-up; 1 ms: only the first instant; the others end within most streams
+WARMUPS = st.sampled_from([0, 0, 1, 2_000, 60_000, 200_000])
 
 seeds_strategy = st.dictionaries(
     st.sampled_from(["XAU", "D"]),
@@ -59,12 +65,13 @@ seeds_strategy = st.dictionaries(
     seed=st.integers(0, 2**32),
     band_levels=st.sampled_from([records_module.MAX_BAND_LEVELS, 4]),
     e=symbol_stream("E", max_ticks=25, price_cents=(290, 310), dts=(0, 0, 0, 1)),
+    warmup_ms=WARMUPS,
 )
 def test_matches_oracle_for_any_batching_interleaving_and_restart(
-    xau, xag, c, d, hysteresis, span_ms, seeds, seed, band_levels, e
+    xau, xag, c, d, hysteresis, span_ms, seeds, seed, band_levels, e, warmup_ms
 ):
     streams = {"XAU": xau, "XAG": xag, "C": c, "D": d, "E": e}  # E: around 3.0, same ms
-    config = _config(hysteresis, span_ms, seeds)
+    config = _config(hysteresis, span_ms, seeds, warmup_ms)
     saved = records_module.MAX_BAND_LEVELS
     records_module.MAX_BAND_LEVELS = band_levels  # 4: some prices are beyond some grids
     try:
@@ -79,6 +86,14 @@ def test_matches_oracle_for_any_batching_interleaving_and_restart(
         event("level re-crossed")
     if any(r["record"].startswith("level") and r["prev_ts_ms"] == r["ts_ms"] for r in rows):
         event("several levels in one tick")
+    if warmup_ms:
+        unwarmed = records_oracle(streams, _config(hysteresis, span_ms, seeds))
+
+        def extremes(rows: list) -> int:
+            return sum(r["record"] in ("ath", "atl") for r in rows)
+
+        if extremes(unwarmed) != extremes(expected):
+            event("the warm-up silenced records")
 
 
 def test_gold_milestone_velocity_from_4000_to_5000():
@@ -173,3 +188,110 @@ def test_sync_rows_need_more_than_a_span_between_them():
     ticks += [Tick("XAU", 2_101, 13.0), Tick("XAG", 2_101, 1.3)]  # more than a span later
     rows = kernel.update(ticks, {}) + kernel.flush()
     assert [r["ts_ms"] for r in rows if r["record"] == "sync_ath"] == [100, 2_101]
+
+
+# -- the records warm-up ------------------------------------------------------------------
+
+HOUR = 3_600_000
+
+
+def _records(rows: list, *kinds: str) -> list[tuple[str, int, float, float, int | None]]:
+    return [
+        (r["record"], r["ts_ms"], r["price"], r["level"], r["prev_ts_ms"])
+        for r in rows
+        if r["record"] in kinds
+    ]
+
+
+def _warmup_config(warmup_ms: int, **changes: object) -> RecordConfig:
+    base: dict = {"level_steps": {"X": (10.0,)}, "sync_groups": (), "warmup_ms": warmup_ms}
+    return RecordConfig(**{**base, **changes})
+
+
+WARMUP_TICKS = [
+    Tick("X", 0, 100.0),
+    Tick("X", HOUR, 105.0),  # a new high, a level crossed: in the warm-up
+    Tick("X", 2 * HOUR, 95.0),  # a new low, in the warm-up
+    Tick("X", 5 * HOUR - 1, 107.0),  # the last instant of it
+    Tick("X", 5 * HOUR, 106.0),  # warm now, but below the warm-up's high: no record
+    Tick("X", 6 * HOUR, 108.0),  # the first all-time high announced
+    Tick("X", 7 * HOUR, 94.0),  # and low
+]
+
+
+def test_an_unseeded_symbol_announces_no_record_in_its_warm_up_and_then_does():
+    rows = RecordKernel(_warmup_config(5 * HOUR)).update(WARMUP_TICKS, {})
+    assert _records(rows, "ath", "atl") == [
+        ("ath", 6 * HOUR, 108.0, 107.0, 5 * HOUR - 1),  # beats what the warm-up tracked
+        ("atl", 7 * HOUR, 94.0, 95.0, 2 * HOUR),
+    ]
+    # level crossings are not affected
+    no_warmup = RecordKernel(_warmup_config(0)).update(WARMUP_TICKS, {})
+    assert [r for r in rows if r["record"].startswith("level")] == [
+        r for r in no_warmup if r["record"].startswith("level")
+    ]
+    assert len(_records(no_warmup, "ath", "atl")) == 5  # what a fresh market flooded with
+
+
+def test_a_seeded_symbol_has_no_warm_up():
+    seed = RecordSeed(ath=101.0, ath_ts_ms=-HOUR, atl=99.0, atl_ts_ms=-2 * HOUR)
+    kernel = RecordKernel(_warmup_config(5 * HOUR, seeds={"X": seed}))
+    rows = kernel.update(WARMUP_TICKS[:3], {})
+    assert _records(rows, "ath", "atl") == [
+        ("ath", HOUR, 105.0, 101.0, -HOUR),
+        ("atl", 2 * HOUR, 95.0, 99.0, -2 * HOUR),
+    ]
+
+
+def test_no_ath_event_of_a_warm_up_feeds_a_sync_high():
+    config = RecordConfig(level_steps={}, sync_span_ms=HOUR, warmup_ms=HOUR)
+    kernel = RecordKernel(config)
+    ticks = [Tick("XAU", 0, 10.0), Tick("XAG", 0, 1.0)]
+    ticks += [Tick("XAU", HOUR - 2, 11.0), Tick("XAG", HOUR - 1, 1.1)]  # warm-up: silent
+    ticks += [Tick("XAU", HOUR, 12.0)]  # an ath; XAG's last ATH event is none
+    rows = kernel.update(ticks, {}) + kernel.flush()
+    assert [(r["record"], r["ts_ms"]) for r in rows] == [("ath", HOUR)]
+    rows = kernel.update([Tick("XAG", HOUR + 5, 1.2)], {}) + kernel.flush()
+    assert [(r["record"], r["symbol"], r["prev_ts_ms"]) for r in rows] == [
+        ("ath", "XAG", HOUR - 1),
+        ("sync_ath", "XAG+XAU", HOUR),
+    ]
+
+
+def test_a_restore_in_the_warm_up_gives_the_rows_of_an_uninterrupted_run():
+    import orjson
+
+    config = _warmup_config(5 * HOUR)
+    whole = RecordKernel(config).update(WARMUP_TICKS, {})
+    for cut in range(len(WARMUP_TICKS)):
+        first = RecordKernel(config)
+        rows = first.update(WARMUP_TICKS[:cut], {})
+        again = RecordKernel(config)
+        again.restore(orjson.loads(orjson.dumps(first.snapshot())))
+        assert rows + again.update(WARMUP_TICKS[cut:], {}) == whole
+
+
+def test_a_changed_warm_up_applies_to_a_restored_state():
+    import orjson
+
+    first = RecordKernel(_warmup_config(5 * HOUR))
+    first.update(WARMUP_TICKS[:2], {})
+    state = orjson.loads(orjson.dumps(first.snapshot()))
+    shorter = RecordKernel(_warmup_config(2 * HOUR))
+    shorter.restore(state)
+    rows = shorter.update(WARMUP_TICKS[2:], {})
+    assert _records(rows, "ath", "atl")[0] == ("atl", 2 * HOUR, 95.0, 100.0, 0)
+
+
+def test_a_snapshot_from_before_the_warm_up_restores_warmed_up():
+    import orjson
+
+    old = RecordKernel(_warmup_config(0))
+    old.update(WARMUP_TICKS[:1], {})
+    state = orjson.loads(orjson.dumps(old.snapshot()))
+    for saved in state["symbols"].values():
+        del saved["first_ts_ms"]  # as saved before the warm-up existed
+    kernel = RecordKernel(_warmup_config(5 * HOUR))
+    kernel.restore(state)
+    rows = kernel.update(WARMUP_TICKS[1:2], {})
+    assert _records(rows, "ath") == [("ath", HOUR, 105.0, 100.0, 0)]

@@ -63,7 +63,8 @@ def test_with_highs_it_is_also_the_rolling_kernel(xau, xag, seed):
 def test_a_break_names_the_previous_high_and_its_latest_tick():
     kernel = RollingBreakKernel(RollingConfig(windows_ms={"10s": 10_000, "1m": 60_000}))
     ticks = [
-        Tick("X", 0, 10.0),
+        Tick("X", -60_000, 9.0),  # a minute of history before: both windows are covered
+        Tick("X", 0, 10.0),  # nothing earlier in either window: no break
         Tick("X", 1_000, 12.0),
         Tick("X", 2_000, 12.0),  # equal: no break, the high's time moves on
         Tick("X", 5_000, 11.0),
@@ -88,7 +89,8 @@ def test_a_break_names_the_previous_high_and_its_latest_tick():
 
 def test_an_empty_short_window_does_not_hide_a_longer_break():
     kernel = RollingBreakKernel(RollingConfig(windows_ms={"10s": 10_000, "1m": 60_000}))
-    ticks = [Tick("X", 0, 10.0), Tick("X", 30_000, 11.0)]  # 10s window empty at 30 s
+    ticks = [Tick("X", -60_000, 9.0), Tick("X", 0, 10.0), Tick("X", 30_000, 11.0)]
+    # at 30 s the 10s window is empty; the 1m one holds 10.0 (and its history is covered)
     rows = [r.to_doc() for r in kernel.update(ticks, {})]
     assert [(r["window"], r["record"]) for r in rows] == [("1m", "new_high")]
 
@@ -102,3 +104,39 @@ def test_memory_stays_bounded_on_a_long_trend():
     hi, lo = kernel.staircases("X")  # type: ignore[misc]
     assert len(hi) <= 2 * 10_000 // 100 + 300
     assert len(lo) <= 300
+
+
+def test_a_window_breaks_only_once_the_history_covers_it():
+    """A fresh symbol's new high of its first minutes is no new high of the hour: a break
+    of window W needs W of history since the symbol's first tick (t - first >= W)."""
+    windows = {"10s": 10_000, "1m": 60_000}
+    kernel = RollingBreakKernel(RollingConfig(windows_ms=windows, stamp_ms=1_000))
+    ticks = [Tick("X", 5_000 + i * 1_000, 10.0 + i) for i in range(70)]  # rising by 1/s
+    rows = [r.to_doc() for r in kernel.update(ticks, {}) + kernel.flush()]
+    by_window: dict[str, list[int]] = {}
+    for r in rows:
+        assert r["record"] == "new_high"
+        by_window.setdefault(r["window"], []).append(r["ts_ms"] - 5_000)
+    assert by_window["10s"] == [i * 1_000 for i in range(10, 70)]  # from exactly 10 s on
+    assert by_window["1m"] == [i * 1_000 for i in range(60, 70)]  # from exactly 1 min on
+
+
+def test_coverage_survives_a_restore_and_an_old_snapshot_counts_as_covered():
+    import orjson
+
+    windows = {"10s": 10_000, "1m": 60_000}
+    config = RollingConfig(windows_ms=windows, stamp_ms=1_000)
+    ticks = [Tick("X", i * 1_000, 10.0 + i) for i in range(70)]
+    whole = [r.to_doc() for r in RollingBreakKernel(config).update(ticks, {})]
+    first = RollingBreakKernel(config)
+    head = [r.to_doc() for r in first.update(ticks[:30], {})]
+    state = orjson.loads(orjson.dumps(first.snapshot()))
+    again = RollingBreakKernel(config)
+    again.restore(state)
+    assert head + [r.to_doc() for r in again.update(ticks[30:], {})] == whole
+    for saved in state["symbols"].values():
+        del saved["first_ts_ms"]  # as saved before the coverage rule
+    old = RollingBreakKernel(config)
+    old.restore(state)
+    rows = [r.to_doc() for r in old.update(ticks[30:31], {})]
+    assert [r["window"] for r in rows] == ["10s", "1m"]  # 1m covered, though 30 s old

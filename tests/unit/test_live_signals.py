@@ -43,6 +43,7 @@ def make_config(
     hysteresis: float = 0.001,
     span_ms: int = 20_000,
     seeds: Mapping[str, RecordSeed] | None = None,
+    warmup_ms: int = 0,
 ) -> AnalyticsConfig:
     return AnalyticsConfig(
         allowed_lateness_ms=lateness,
@@ -55,6 +56,7 @@ def make_config(
             sync_groups=(("XAU", "XAG"), ("XAG", "C")),
             sync_span_ms=span_ms,
             seeds=dict(seeds or {}),
+            warmup_ms=warmup_ms,
         ),
     )
 
@@ -175,6 +177,8 @@ streams_strategy = st.fixed_dictionaries(
     }
 )
 lateness_strategy = st.sampled_from([0, 1, 999, 2_000, 30_000])
+# 0: none; the others end within many streams (a random stream spans up to ~40 minutes)
+warmup_strategy = st.sampled_from([0, 0, 1_000, 30_000, 120_000])
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -188,15 +192,16 @@ lateness_strategy = st.sampled_from([0, 1, 999, 2_000, 30_000])
     seed=st.integers(0, 2**32),
     cuts=st.lists(st.integers(0, 200), max_size=8),
     snapshot_at=st.none() | st.integers(0, 9),
+    warmup_ms=warmup_strategy,
 )
 def test_out_of_order_streams_confirm_exactly_and_end_every_provisional(
-    streams, lateness, by_symbol, hysteresis, span_ms, share, seed, cuts, snapshot_at
+    streams, lateness, by_symbol, hysteresis, span_ms, share, seed, cuts, snapshot_at, warmup_ms
 ):
     rnd = random.Random(seed)
     arrivals = jumble(interleave(streams, rnd), rnd, share, reach=12)
     if rnd.random() < 0.3:
         cuts = list(range(len(arrivals)))  # tick by tick
-    config = make_config(lateness, by_symbol, hysteresis, span_ms)
+    config = make_config(lateness, by_symbol, hysteresis, span_ms, warmup_ms=warmup_ms)
     run = drive(config, arrivals, cuts, snapshot_at)
     counts = check_ledger(run)
     # (a) against the definitions, on the ticks the ordering stage accepted
@@ -228,15 +233,16 @@ def test_out_of_order_streams_confirm_exactly_and_end_every_provisional(
     seed=st.integers(0, 2**32),
     cuts=st.lists(st.integers(0, 200), max_size=3),
     snapshot_at=st.none() | st.integers(0, 3),
+    warmup_ms=warmup_strategy,
 )
 def test_past_the_resync_budget_the_shadow_catches_up_after_the_step(
-    streams, budget, hysteresis, seed, cuts, snapshot_at
+    streams, budget, hysteresis, seed, cuts, snapshot_at, warmup_ms
 ):
     """A jittered feed in big batches: past the budget, out-of-order arrivals are fed in
     arrival order and the shadow rebuilt after the exact step. Still exact, still ended."""
     rnd = random.Random(seed)
     arrivals = jumble(interleave(streams, rnd), rnd, 0.5, reach=12)
-    config = make_config(30_000, {}, hysteresis, 20_000)
+    config = make_config(30_000, {}, hysteresis, 20_000, warmup_ms=warmup_ms)
     saved = live_module.RESYNC_BUDGET
     live_module.RESYNC_BUDGET = budget
     try:
@@ -265,18 +271,20 @@ def test_past_the_resync_budget_the_shadow_catches_up_after_the_step(
     cuts=st.lists(st.integers(0, 200), max_size=8),
     snapshot_at=st.none() | st.integers(0, 9),
     seeded=st.booleans(),
+    warmup_ms=warmup_strategy,
 )
 def test_in_order_streams_announce_everything_and_retract_nothing(
-    streams, lateness, by_symbol, hysteresis, span_ms, seed, cuts, snapshot_at, seeded
+    streams, lateness, by_symbol, hysteresis, span_ms, seed, cuts, snapshot_at, seeded, warmup_ms
 ):
     """(c) per symbol in event order (symbols interleaved at random), nothing late."""
     rnd = random.Random(seed)
     arrivals = interleave(streams, rnd)
     seeds = {"XAU": RecordSeed(20.0, -1_000, 12.0, -2_000, last_price=19.5)} if seeded else {}
-    config = make_config(lateness, by_symbol, hysteresis, span_ms, seeds)
+    config = make_config(lateness, by_symbol, hysteresis, span_ms, seeds, warmup_ms)
     run = drive(config, arrivals, cuts, snapshot_at)
     check_ledger(run)
     assert run.late == []
+    assert first_by_id(run.signal_rows()) == first_by_id(oracle_rows(config, streams))
     assert not [e for e in run.events if e.status == "retracted"]
     announced = {e.id: e for e in run.events if e.status == "provisional"}
     confirmed = [e for e in run.events if e.status == "confirmed"]
@@ -297,12 +305,13 @@ def test_in_order_streams_announce_everything_and_retract_nothing(
     seed=st.integers(0, 2**32),
     cuts=st.lists(st.integers(0, 200), max_size=8),
     other_cuts=st.lists(st.integers(0, 200), max_size=8),
+    warmup_ms=warmup_strategy,
 )
-def test_ids_are_deterministic(streams, seed, cuts, other_cuts):
+def test_ids_are_deterministic(streams, seed, cuts, other_cuts, warmup_ms):
     """(e) the same input gives the same events; any batching the same confirmations."""
     rnd = random.Random(seed)
     arrivals = jumble(interleave(streams, rnd), rnd, 0.2, reach=6)
-    config = make_config(2_000, {"C": 0})
+    config = make_config(2_000, {"C": 0}, warmup_ms=warmup_ms)
     first = drive(config, arrivals, cuts)
     assert drive(config, arrivals, cuts).events == first.events
 
@@ -420,7 +429,6 @@ def test_a_restored_snapshot_from_before_the_live_stage_still_confirms():
     ]
 
 
-
 def test_a_tick_at_the_watermark_is_released():
     """Watermark = newest - lateness; a tick stamped at it can still come, but sorts
     after those released, so they go: with lateness 0, the newest tick itself."""
@@ -463,4 +471,29 @@ def test_a_second_replay_after_a_flush_announces_only_what_is_new():
     assert _by_status(more, "ath") == [
         ("provisional", T0 + 3_000, 23.0, 0),
         ("confirmed", T0 + 3_000, 23.0, 1),
+    ]
+
+
+def test_warm_up_and_coverage_on_arrival():
+    """No record in a warm-up; an arrival stamped before the first one starts the history
+    earlier: a held tick's record it warms up is announced then, the windows it covers
+    give breaks nobody was told of (confirmed, announced 0); nothing is retracted."""
+    analytics = Analytics(make_config(30_000, {}, warmup_ms=10_000))
+    ticks = [(10_000, 20.0), (10_500, 20.5), (14_000, 21.0), (15_000, 21.5)]
+    events = analytics.update([Tick("XAU", T0 + t, p) for t, p in ticks]).events
+    assert [e for e in events if e.signal == "rolling_break" or '"ath"' in e.row] == []
+    events = analytics.update([Tick("XAU", T0 + 4_000, 19.0)]).events  # history from 4 s
+    assert _by_status(events, "ath") == [("provisional", T0 + 14_000, 21.0, 0)] + [
+        ("provisional", T0 + 15_000, 21.5, 0)
+    ]
+    events = analytics.flush().events
+    assert {e.status for e in events} == {"confirmed"}
+    assert [(e.ts_ms, e.announced) for e in events if '"ath"' in e.row] == [
+        (T0 + 14_000, 1),
+        (T0 + 15_000, 1),
+    ]
+    assert [(e.ts_ms, orjson.loads(e.row)["window"]) for e in events if e.announced == 0] == [
+        (T0 + 10_500, "1s"),
+        (T0 + 14_000, "10s"),
+        (T0 + 15_000, "10s"),
     ]

@@ -88,3 +88,13 @@ def test_start_up_refuses_before_anything_runs(monkeypatch: pytest.MonkeyPatch) 
     assert asyncio.run(check_state(Settings(**BASE))) == 1
     with pytest.raises(StateSettingsChanged, match="--rolling-windows"):
         asyncio.run(check_state(Settings(**BASE, rolling_windows="1h,2d")))
+
+
+def test_the_records_warm_up_is_wired_and_a_change_applies_after_a_restore() -> None:
+    assert analytics_config(Settings(**BASE)).records.warmup_ms == 86_400_000
+    assert analytics_config(Settings(**BASE, record_warmup_ms=0)).records.warmup_ms == 0
+    assert "record_warmup_ms" not in state_settings(Settings(**BASE))
+    blob = snapshot_after_ticks(record_warmup_ms=86_400_000)
+    restored = core(record_warmup_ms=0)
+    restored.restore(blob)  # not state-shaping: the state keeps the first tick, not the end
+    assert restored.applied == {0: 0}
