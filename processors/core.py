@@ -7,10 +7,21 @@ what to publish where. Every message is checked by the tick contract on the way 
 the dead-letter topic with its reason, and never reaches the kernels' state.
 
 It also follows end-of-input markers: once every partition of the ticks topic has
-delivered the marker of a run, the open windows are flushed as final and the
+delivered the marker of a run, the held ticks are released and what they make is
+emitted (an open divergence window stays open: more input may continue it), and the
 marker is passed on to every output topic (the dead-letter topic included: the
 processor's own dead letters come before it), so the sink knows when everything
 derived from that input has arrived.
+
+It also applies clock heartbeats (tickstream.contracts.Heartbeat, the publisher's word
+that a quiet symbol's source clock has moved on): each is applied to the ordering stage
+in its arrival position among the ticks, so a batch is cut at its heartbeats (ticks
+before one are analysed, then it moves its symbol's clock, then the ticks after it; the
+held ticks it passes are released by the next analysis, run even when no tick follows).
+Results are therefore those of a one-by-one run, whatever the batching (ordering.py).
+A heartbeat that changes nothing (no clock yet, not ahead of the clock, beyond the jump
+limit) is counted by outcome (``tickstream_processor_heartbeats_total``); a malformed
+one is a bad message like any other: dead letter with its reason, counted.
 
 A core may own one ticks partition (``partition``): the unit of scale-out, since a
 partition holds whole symbol groups (tickstream.groups). Its marker then ends its own
@@ -33,11 +44,13 @@ from typing import Any
 import orjson
 
 from processors.kernels.analytics import Analytics, AnalyticsConfig
+from processors.kernels.ordering import HEARTBEAT_ADVANCED, HEARTBEAT_OUTCOMES
 from tickstream import metrics
 from tickstream.contracts import (
     BadTick,
     DeadLetter,
     EndOfInput,
+    Heartbeat,
     OutputRow,
     SignalEvent,
     decode_ticks_message,
@@ -50,7 +63,6 @@ from tickstream.settings import ConfigError
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
@@ -137,10 +149,14 @@ class ProcessorCore:
         metrics.PROCESSOR_ERRORS.labels("undecodable")  # exported at 0 from the start
         self.eof_seen: dict[str, set[int]] = {}
         self._placed: set[str] = set()  # symbols whose partition was checked
+        self.heartbeats: Counter[str] = Counter()  # by outcome (ordering.heartbeat)
+        for outcome in HEARTBEAT_OUTCOMES:
+            metrics.PROCESSOR_HEARTBEATS.labels(outcome)  # exported at 0 from the start
 
     def step(self, batch: Iterable[Incoming]) -> StepOutput:
         out = StepOutput()
         ticks: list[Tick] = []
+        beats: list[tuple[int, Heartbeat]] = []  # (ticks before it, heartbeat)
         finished: list[str] = []
         applied = self.applied
         for msg in batch:
@@ -151,16 +167,22 @@ class ProcessorCore:
             ticks.extend(decoded.ticks)
             if decoded.bad:
                 self._dead_letter(msg, decoded.bad, out)
-            if decoded.control is not None and self._eof(decoded.control):
-                finished.append(decoded.control.run_id)
+            control = decoded.control
+            if control is None:
+                continue
+            if isinstance(control, Heartbeat):
+                beats.append((len(ticks), control))
+            elif self._eof(control):
+                finished.append(control.run_id)
         if ticks:
             symbols = self._count(ticks)
             if self.layout is not None and not symbols <= self._placed:
                 self._check_placement(symbols)
-            result = self.analytics.update(ticks, now_ms=self.clock_ms())
-            # signal events first: a provisional signal is what a desk waits for
-            self._publish([*result.events, *result.rows], result.late, out)
-            _observe_signal_latency(result.events)
+        if beats:
+            self._step_with_heartbeats(ticks, beats, out)
+        elif ticks:
+            self._analyse(ticks, out)
+        if ticks or beats:
             self._report_open_windows()
         for run_id in finished:
             flushed = self.analytics.flush(now_ms=self.clock_ms())
@@ -174,6 +196,32 @@ class ProcessorCore:
             log.info("end of input %s: open windows flushed, marker passed on", run_id)
         out.ticks = len(ticks)
         return out
+
+    def _analyse(self, ticks: list[Tick], out: StepOutput) -> None:
+        result = self.analytics.update(ticks, now_ms=self.clock_ms())
+        # signal events first: a provisional signal is what a desk waits for
+        self._publish([*result.events, *result.rows], result.late, out)
+        _observe_signal_latency(result.events)
+
+    def _step_with_heartbeats(
+        self, ticks: list[Tick], beats: list[tuple[int, Heartbeat]], out: StepOutput
+    ) -> None:
+        """The batch cut at its heartbeats: each applied after the ticks that came before
+        it and before those after it (a run of heartbeats needs no analysis between them:
+        none is an arrival); what they released goes out with the next analysis."""
+        ordering = self.analytics.ordering
+        start = 0
+        moved = False  # a clock moved since the last analysis
+        for position, beat in beats:
+            if position > start:
+                self._analyse(ticks[start:position], out)
+                start, moved = position, False
+            outcome = ordering.heartbeat(beat.symbol, beat.ts_ms)
+            self.heartbeats[outcome] += 1
+            metrics.PROCESSOR_HEARTBEATS.labels(outcome).inc()
+            moved = moved or outcome == HEARTBEAT_ADVANCED
+        if start < len(ticks) or moved:
+            self._analyse(ticks[start:], out)
 
     def _report_open_windows(self) -> None:
         divergence = self.analytics.kernels["divergence"]

@@ -12,7 +12,7 @@ source down instead of filling memory.
 Order: each symbol's ticks reach its partition in the order validation accepted them,
 whichever task ships them (the publishing task a full message, the linger task the
 rest, concurrent ``publish`` calls each their own) and however long the broker keeps a
-batch waiting; ``_PartitionBatches`` says how.
+batch waiting; ``_PartitionBatches`` says how (quiet symbols' heartbeats: heartbeats.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
+from producers.heartbeats import HeartbeatSender, monotonic_ms
 from producers.records import RawTick, Rejection
 from producers.validation import REASONS, Row, Validator
 from tickstream import metrics
@@ -103,6 +104,7 @@ class _PartitionBatches:
         self._in_flight: deque[tuple[asyncio.Future[Any], int, float, str]] = deque()
         self._max_in_flight = max_in_flight
         self._lock = asyncio.Lock()
+        self.stalled, self.stall_events = False, 0  # broker refusals (heartbeats.py)
 
     def put(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """Queue a message: its order among the partition's messages is decided here."""
@@ -141,6 +143,7 @@ class _PartitionBatches:
         batch.close()
         future = await self._send(batch, slot)
         del self._open[slot]  # only now: interrupted before, the next submit sends it
+        self.stalled = False
         self._in_flight.append((future, count, time.perf_counter(), slot[0]))
         metrics.PRODUCER_BUFFER.inc(count)
         while len(self._in_flight) > self._max_in_flight:
@@ -159,12 +162,13 @@ class _PartitionBatches:
             try:
                 return await self._producer.send_batch(batch, slot[0], partition=slot[1])
             except KafkaTimeoutError:
+                self.stalled, self.stall_events = True, self.stall_events + 1
                 metrics.PRODUCER_ERRORS.labels(slot[0]).inc()
                 log.warning(
                     "%s[%d]: the broker takes no batch (%.0f s so far); holding %d records,"
                     " retrying",
                     slot[0], slot[1], waited_s, batch.record_count(),
-                )
+                )  # fmt: skip
                 await asyncio.sleep(delay_s)
                 waited_s += delay_s
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
@@ -211,6 +215,7 @@ class Publisher:
         linger_ms: int = 20,
         on_rejection: Callable[[Rejection], None] | None = None,
         producer_options: dict[str, Any] | None = None,
+        clock_ms: Callable[[], float] = monotonic_ms,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.namespace)
@@ -231,6 +236,8 @@ class Publisher:
         self._counted: dict[tuple[str, str], int] = {}  # (source, symbol) -> in the counter
         self._linger_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # something is pending: the linger task ships it
+        beat = settings.heartbeat_ms > 0  # 0: no heartbeats
+        self.heartbeats = HeartbeatSender(settings, self._partition, clock_ms) if beat else None
 
     async def __aenter__(self) -> Publisher:
         await self._producer.start()
@@ -239,6 +246,8 @@ class Publisher:
             self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
         self._linger_task = asyncio.create_task(self._linger())
         self._linger_task.add_done_callback(_report_linger_failure)
+        if self.heartbeats is not None:
+            self.heartbeats.start(self._batches, lambda: self._pending)
         return self
 
     def _check_linger(self) -> None:
@@ -253,6 +262,8 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         if self._linger_task is not None:
             self._linger_task.cancel()
+        if self.heartbeats is not None:
+            self.heartbeats.stop()
         try:
             if exc[0] is None:
                 await self.flush()
@@ -335,6 +346,8 @@ class Publisher:
         self._batches.put(
             self.topics.ticks, self._partition(symbol, key), key, encode_tick_rows(rows)
         )
+        if self.heartbeats is not None:  # once per message, not per tick
+            self.heartbeats.shipped(symbol, self._newest_ts[symbol])
 
     async def flush(self) -> None:
         """Everything accepted so far is acknowledged by the broker when this returns."""
@@ -452,6 +465,8 @@ class Publisher:
         """
         assert self._batches is not None
         await self.flush()
+        if self.heartbeats is not None:
+            self.heartbeats.clocks.clear()  # everything before the marker is final
         partitions = self._partitions[self.topics.ticks]
         for p in partitions:
             marker = encode_end_of_input(run_id, p, len(partitions))

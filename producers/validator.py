@@ -199,8 +199,7 @@ class Validator:
             state = self._new_state(symbol)
         if not state.low <= price <= state.high:
             detail = (
-                f"price {price!r} is outside {symbol}'s sanity band"
-                f" [{state.low!r}, {state.high!r}]"
+                f"price {price!r} is outside {symbol}'s sanity band [{state.low!r}, {state.high!r}]"
             )
             rejected.append(_reject(raw, OUT_OF_BAND, detail, symbol))
             return None

@@ -46,7 +46,12 @@ from sinks.rows import TABLES, Eof, rows_of
 from sinks.schema import apply_ticks_ttl, migrate
 from tickstream import metrics
 from tickstream.clickhouse import ClickHouse, connect
-from tickstream.contracts import decode_ticks_message, encode_tick_rows, encode_ticks
+from tickstream.contracts import (
+    EndOfInput,
+    decode_ticks_message,
+    encode_tick_rows,
+    encode_ticks,
+)
 from tickstream.contracts.ticks import row_problem
 from tickstream.settings import Settings
 from tickstream.topics import Topics
@@ -274,7 +279,7 @@ class ClickHouseSink:
                     # dead-letters: only the ticks the contract accepts go to the table
                     decoded = decode_ticks_message(value)
                     marker = decoded.control
-                    if marker is not None:
+                    if isinstance(marker, EndOfInput):  # a heartbeat is for the processor
                         pending.eofs.append((tp, Eof(marker.run_id, marker.partitions)))
                     if decoded.bad:
                         metrics.SINK_ERRORS.labels("ticks", "invalid_row").inc(len(decoded.bad))
@@ -341,8 +346,10 @@ class ClickHouseSink:
                 max(0.0, time.time() - pending.newest_ts_ms / 1000)
             )
         consumer = self._consumer
-        if pending.offsets and consumer is not None and await commit_owned(
-            consumer, pending.offsets
+        if (
+            pending.offsets
+            and consumer is not None
+            and await commit_owned(consumer, pending.offsets)
         ):
             stats.commits += 1
             stats.last_commit_at = time.monotonic()

@@ -18,6 +18,7 @@ from tickstream.contracts import (
     ROW_SPECS,
     TICK_COLUMNS,
     TICK_FIELDS,
+    EndOfInput,
     decode_control,
     spec_for_kind,
 )
@@ -57,8 +58,10 @@ def rows_of(topics: Topics, topic: str, value: bytes) -> Iterator[tuple[str, lis
     """Yield (table, row) pairs, or an Eof, for one message. Raises ValueError on garbage."""
     doc = orjson.loads(value)
     marker = decode_control(doc)
-    if marker is not None:
+    if isinstance(marker, EndOfInput):
         yield Eof(marker.run_id, marker.partitions)
+        return
+    if marker is not None:  # a clock heartbeat (ticks topic): for the processor only
         return
     if topic in (topics.ticks, topics.late):
         table = "ticks" if topic == topics.ticks else "late_ticks"

@@ -68,6 +68,12 @@ PROCESSOR_BATCH_SECONDS = Histogram(
 PROCESSOR_OUTPUTS = Counter(
     "tickstream_processor_outputs_total", "Rows and signals emitted by the processor.", ["kind"]
 )
+PROCESSOR_HEARTBEATS = Counter(
+    "tickstream_processor_heartbeats_total",
+    "Clock heartbeats taken from the ticks topic, by what they did to their symbol's clock "
+    "(advanced; no_clock, behind, beyond_jump: nothing).",
+    ["outcome"],
+)
 PROCESSOR_ERRORS = Counter(
     "tickstream_processor_errors_total", "Messages the processor could not decode.", ["reason"]
 )

@@ -50,6 +50,23 @@ releases never change: the result does not depend on batching, and survives a re
 kept per symbol; past that the one that arrived first is dropped (it stays held, it just
 never moves the clock).
 
+Clock heartbeats (tickstream.contracts.Heartbeat: "the source's clock for this symbol
+is at T", sent by the publisher while a symbol is quiet) move a clock as an in-reach
+tick with no price would, so a quiet market's held ticks are released without waiting
+for its next tick. For a heartbeat at ``T`` (``heartbeat``):
+- if the symbol has a clock and ``max_ts < T <= max_ts + jump`` (any ``T > max_ts`` with
+  clock jumps off), the clock moves to ``T`` and the candidates are refuted, as by an
+  in-reach tick; the watermark ``max(T - lateness, floor)`` then releases what it passes;
+- otherwise (no clock yet, ``T <= max_ts``, or ``T`` beyond the jump limit) it changes
+  nothing; it never confirms a candidate, and it is not an arrival (no arrival number,
+  never held, never released, never seen by the watcher).
+A tick stamped after a heartbeat is judged against the clock so moved: late iff
+``ts_ms < T - lateness`` (exactly as after a tick at ``T``), and in order among the ticks
+iff stamped at or after the newest *tick* (``newest_ms`` counts ticks only), so the
+watcher's notion of order is the ticks' own. A heartbeat is applied in its arrival
+position among the ticks (the processor core splits a batch at heartbeats), and the clock
+it moved is the snapshot's ``max_ts_ms``: results still do not depend on batching.
+
 The live stage (live.py) sees every accepted tick on arrival through an optional
 ``ArrivalWatcher``: this loop is the one every tick passes through, so it also sorts out
 the arrivals the watcher must evaluate. Per symbol the watcher leaves a *quiet band*
@@ -71,6 +88,16 @@ END_OF_TIME_MS = 2**62
 MAX_JUMP_MS = 60_000
 JUMP_CONFIRM_TICKS = 1
 MAX_CANDIDATES = 64
+HEARTBEAT_ADVANCED = "advanced"
+HEARTBEAT_NO_CLOCK = "no_clock"
+HEARTBEAT_BEHIND = "behind"
+HEARTBEAT_BEYOND_JUMP = "beyond_jump"
+HEARTBEAT_OUTCOMES = (
+    HEARTBEAT_ADVANCED,
+    HEARTBEAT_NO_CLOCK,
+    HEARTBEAT_BEHIND,
+    HEARTBEAT_BEYOND_JUMP,
+)
 _UNCHECKED = 2**64  # a jump limit nothing exceeds, not even from "no clock" (-END_OF_TIME_MS)
 
 Held = list[tuple[int, int, Tick, float]]
@@ -114,7 +141,7 @@ class _SymbolClock:
     jump_ms: int  # _UNCHECKED when clock jumps are not checked
     max_ts_ms: int = -END_OF_TIME_MS  # the clock (-END_OF_TIME_MS: none yet)
     floor_ms: int = -END_OF_TIME_MS
-    newest_ms: int = -END_OF_TIME_MS  # newest accepted stamp, candidates included
+    newest_ms: int = -END_OF_TIME_MS  # newest accepted tick's stamp (candidates: yes, beats: no)
     candidates: list[list[int]] = field(default_factory=list)  # [ts, arrival, confirmations]
     held: Held = field(default_factory=list)
     # the watcher's quiet band (see ArrivalWatcher); not state: a restored clock is loud
@@ -166,9 +193,9 @@ class Reorderer:
         return {s: max(c.max_ts_ms - c.lateness_ms, c.floor_ms) for s, c in self._clocks.items()}
 
     def newest(self, symbol: str) -> int | None:
-        """The symbol's clock: the newest ts_ms accepted for it, unconfirmed jumps aside
-        (None before it has one). Ticks stamped before it may still come, but none before
-        its watermark."""
+        """The symbol's clock: the newest ts_ms accepted for it (or heartbeat applied),
+        unconfirmed jumps aside (None before it has one). Ticks stamped before it may still
+        come, but none before its watermark."""
         clock = self._clocks.get(symbol)
         if clock is None or clock.max_ts_ms == -END_OF_TIME_MS:
             return None
@@ -209,7 +236,7 @@ class Reorderer:
             clock = get(symbol)
             if clock is None:
                 clock = clocks[symbol] = self._new_clock(symbol)
-            if ts > clock.newest_ms:  # in order: the common case
+            if ts > clock.newest_ms and ts >= clock.max_ts_ms:  # in order: the common case
                 clock.newest_ms = ts
                 if ts - clock.max_ts_ms <= clock.jump_ms:  # in reach
                     clock.max_ts_ms = ts
@@ -223,6 +250,8 @@ class Reorderer:
             else:
                 if ts < clock.newest_ms:
                     clock.quiet_until = LOUD[2]  # out of order: the band assumes order
+                elif ts > clock.newest_ms:  # in order, behind a clock a heartbeat moved
+                    clock.newest_ms = ts
                 if ts - clock.max_ts_ms <= clock.jump_ms:
                     if ts > clock.max_ts_ms:
                         clock.max_ts_ms = ts
@@ -278,6 +307,24 @@ class Reorderer:
         clock.max_ts_ms = now
         clock.candidates = sorted(rest, key=lambda c: c[1])  # back to arrival order
 
+    def heartbeat(self, symbol: str, ts_ms: int) -> str:
+        """Apply a clock heartbeat (module docstring); returns what it did: ``advanced``
+        (the clock moved to ``ts_ms``; the next ``release`` releases what it passed), or
+        why it changed nothing: ``no_clock``, ``behind`` (at or below the clock),
+        ``beyond_jump``."""
+        clock = self._clocks.get(symbol)
+        if clock is None or clock.max_ts_ms == -END_OF_TIME_MS:
+            return HEARTBEAT_NO_CLOCK
+        if ts_ms <= clock.max_ts_ms:
+            return HEARTBEAT_BEHIND
+        if ts_ms - clock.max_ts_ms > clock.jump_ms:
+            return HEARTBEAT_BEYOND_JUMP
+        clock.max_ts_ms = ts_ms
+        if clock.candidates:
+            clock.candidates = []  # refuted, as by an in-reach tick
+        self._touched[symbol] = clock
+        return HEARTBEAT_ADVANCED
+
     def release(self) -> Released:
         """Release, per symbol touched since the last release, the ticks at or before its
         watermark, in event order."""
@@ -299,7 +346,8 @@ class Reorderer:
                 released.add(symbol, [entry[2] for entry in clock.held])
             clock.held = []
             clock.floor_ms = max(clock.floor_ms, clock.newest_ms)
-            clock.max_ts_ms = clock.newest_ms  # what was flushed is final, candidates too
+            # what was flushed is final, candidates too (a heartbeat may be past them all)
+            clock.max_ts_ms = max(clock.max_ts_ms, clock.newest_ms)
             clock.candidates = []
         self._touched = {}
         return released

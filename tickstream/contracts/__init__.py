@@ -6,10 +6,14 @@ and the checks on the ClickHouse DDL are all derived from these definitions.
 """
 
 from tickstream.contracts.control import (
+    ControlMessage,
     EndOfInput,
+    Heartbeat,
     decode_control,
     encode_end_of_input,
+    encode_heartbeat,
     is_end_of_input,
+    is_heartbeat,
 )
 from tickstream.contracts.dead_letter import DEAD_LETTER_COLUMNS, DeadLetter
 from tickstream.contracts.rows import (
@@ -48,9 +52,11 @@ __all__ = [
     "TICK_FIELDS",
     "BadTick",
     "Bar",
+    "ControlMessage",
     "DecodedTicks",
     "DivergenceWindow",
     "EndOfInput",
+    "Heartbeat",
     "OutputRow",
     "RecordBreak",
     "RollingHigh",
@@ -61,9 +67,11 @@ __all__ = [
     "decode_control",
     "decode_ticks_message",
     "encode_end_of_input",
+    "encode_heartbeat",
     "encode_tick_rows",
     "encode_ticks",
     "is_end_of_input",
+    "is_heartbeat",
     "row_from_doc",
     "signal_id",
     "spec_for_kind",

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from tickstream.contracts.control import EndOfInput, decode_control
+from tickstream.contracts.control import ControlMessage, decode_control
 from tickstream.model import Tick
 from tickstream.timestamps import parse_ts_ms
 
@@ -114,7 +114,7 @@ class DecodedTicks:
 
     ticks: list[Tick] = field(default_factory=list)
     bad: list[BadTick] = field(default_factory=list)
-    control: EndOfInput | None = None
+    control: ControlMessage | None = None
 
 
 def excerpt(text: str | bytes, limit: int = EXCERPT_CHARS) -> str:
