@@ -44,6 +44,8 @@ _HELP = {
     "lateness_by_symbol": "Per-symbol lateness (ms) overriding the default: XAU:0;XAG:500.",
     "heartbeat_ms": "Producers: after this long (ms, wall clock) without a tick of a symbol, "
     "send its clock so the processor confirms its last ticks without waiting (0 = off).",
+    "publish_linger_ms": "Producers: under a steady stream a symbol's ticks are shipped at most "
+    "once per this many ms (more: fewer, larger messages; a lone tick leaves at once).",
     "record_warmup_ms": "A symbol with neither record seed nor history makes no all-time "
     "high/low rows in its first this many ms of event time (0 = from its second tick).",
     "max_jump_ms": "A tick stamped more than this (ms) past its symbol's clock moves the clock "

@@ -212,7 +212,7 @@ class Publisher:
         *,
         max_in_flight: int = 16,
         ticks_per_message: int = 500,
-        linger_ms: int = 20,
+        linger_ms: int | None = None,  # None: settings.publish_linger_ms
         on_rejection: Callable[[Rejection], None] | None = None,
         producer_options: dict[str, Any] | None = None,
         clock_ms: Callable[[], float] = monotonic_ms,
@@ -229,7 +229,7 @@ class Publisher:
         self._partition_of: dict[str, int] = {}
         self._partitioner = DefaultPartitioner()
         self._ticks_per_message = ticks_per_message
-        self._linger_s = linger_ms / 1000
+        self._linger_s = (settings.publish_linger_ms if linger_ms is None else linger_ms) / 1000
         self._pending: dict[str, list[Row]] = {}  # symbol -> rows not yet in a message
         self._newest_ts: dict[str, int] = {}
         self._accepted: dict[str, dict[str, int]] = {}  # source -> symbol -> ticks accepted

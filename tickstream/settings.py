@@ -122,6 +122,9 @@ class Settings:
     # producers: a symbol quiet this long (wall clock) gets a clock heartbeat, so that the
     # processor's watermark advances and its last ticks are confirmed (0 = off)
     heartbeat_ms: int = 250
+    # producers: a symbol's ticks leave at most once per publish_linger_ms under a steady
+    # stream (a lone tick leaves at once): the desk's latency against messages per second
+    publish_linger_ms: int = 5
     # a symbol with neither seed nor history makes no all-time high/low rows during its
     # first record_warmup_ms of event time (its records are tracked meanwhile)
     record_warmup_ms: int = 86_400_000
@@ -186,7 +189,7 @@ class Settings:
                 "max_jump_ms",
                 f"must be 0 (clock jumps not checked) or ms > 0, got {self.max_jump_ms}",
             )
-        for name in ("heartbeat_ms", "record_warmup_ms"):
+        for name in ("heartbeat_ms", "record_warmup_ms", "publish_linger_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(name, f"must be >= 0 (ms; 0 = off), got {getattr(self, name)}")
         if self.jump_confirm_ticks < 1:
