@@ -63,7 +63,7 @@ from processors.kernels.live_ledger import Key, Ledger, Pending, signal_key
 from processors.kernels.live_reasons import retraction_reason, sync_reason
 from processors.kernels.live_syncs import SyncWatch
 from processors.kernels.live_windows import ArrivalWindows
-from processors.kernels.ordering import Band, Held, Released, Reorderer
+from processors.kernels.ordering import Band, Held, Released, Reorderer, tick_state
 from processors.kernels.records import RecordKernel
 from processors.kernels.rolling_breaks import RollingBreakKernel
 from tickstream.contracts import OutputRow, RecordBreak, RollingBreak, SignalEvent
@@ -273,7 +273,7 @@ class LiveSignals:
         return {
             "shadow": self._shadow.snapshot(),
             "early": {
-                s: [[a, _tick_state(t)] for a, t in d.early]
+                s: [[a, tick_state(t)] for a, t in d.early]
                 for s, d in self._disorder.items()
                 if d.early
             },
@@ -304,7 +304,3 @@ class LiveSignals:
             disorder.early = [(a, Tick(*t)) for a, t in early]
         self._ledger = Ledger.restored(state)
         self._syncs.restore(state["aths"])
-
-
-def _tick_state(tick: Tick) -> list[Any]:
-    return [getattr(tick, name) for name in Tick.__slots__]

@@ -80,6 +80,7 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Protocol
 
 from tickstream.model import Tick
@@ -361,7 +362,7 @@ class Reorderer:
                     "floor_ms": c.floor_ms,
                     "newest_ms": c.newest_ms,
                     "candidates": [list(candidate) for candidate in c.candidates],
-                    "held": [[ts, n, _tick_state(t)] for ts, n, t, _ in c.held],
+                    "held": [[ts, n, tick_state(t)] for ts, n, t, _ in c.held],
                 }
                 for symbol, c in self._clocks.items()
             },
@@ -388,5 +389,7 @@ def _ticks(saved: list[list[Any]]) -> list[tuple[int, int, Tick]]:
     return [(ts, n, Tick(*t)) for ts, n, t in saved]
 
 
-def _tick_state(tick: Tick) -> list[Any]:
-    return [getattr(tick, name) for name in Tick.__slots__]
+tick_state = attrgetter(*Tick.__slots__)
+"""A tick's fields as a tuple, in Tick's order (a JSON array in the snapshot): one C call,
+so a snapshot of 40,000 held ticks (2 s of lateness at 20k ticks/s) holds the processor's
+batches up for less time."""
