@@ -64,6 +64,7 @@ from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Incoming:
     partition: int
