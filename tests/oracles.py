@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
+from tickstream.contracts import Heartbeat
 from tickstream.model import Tick
 
 Streams = dict[str, list[Tick]]
@@ -490,6 +491,18 @@ def ordering_oracle(
     max_jump: Callable[[str], int] | None = None,
     confirm: int | None = None,
 ) -> tuple[list[tuple[int, int, Tick]], list[int]]:
+    """The ordering stage's acceptance rules by brute force (``ordering_reference``).
+    Returns (accepted as (ts, arrival number, tick), arrival numbers of the late ones)."""
+    kept, late, _ = ordering_reference(arrivals, lateness, max_jump, confirm)
+    return kept, late
+
+
+def ordering_reference(
+    arrivals: Sequence[Tick | Heartbeat],
+    lateness: Callable[[str], int],
+    max_jump: Callable[[str], int] | None = None,
+    confirm: int | None = None,
+) -> tuple[list[tuple[int, int, Tick]], list[int], dict[str, int]]:
     """The ordering stage's acceptance rules by brute force (ordering.py's docstring).
 
     Per symbol: a tick is late when older than the symbol's clock minus the lateness. The
@@ -499,8 +512,11 @@ def ordering_oracle(
     arrivals of its symbol after it stamped no more than ``max_jump`` before it, counted
     afresh each time; at ``confirm`` of them the clock goes to the earliest such
     candidate, then takes in every candidate within reach until none is. At most
-    ``MAX_CANDIDATES`` live at once: past that, the earliest arrival is forgotten.
-    Returns (accepted as (ts, arrival number, tick), arrival numbers of the late ones).
+    ``MAX_CANDIDATES`` live at once: past that, the earliest arrival is forgotten. A
+    heartbeat at T, with a clock and clock < T <= clock + ``max_jump`` (any T above the
+    clock at 0), moves the clock to T and forgets the candidates; any other changes nothing.
+    Returns (accepted as (ts, arrival number, tick), arrival numbers of the late ones,
+    each symbol's final clock).
     """
     from processors.kernels.ordering import JUMP_CONFIRM_TICKS, MAX_CANDIDATES, MAX_JUMP_MS
 
@@ -514,13 +530,18 @@ def ordering_oracle(
     for n, t in enumerate(arrivals):
         symbol = t.symbol
         clock = clocks.get(symbol)
+        jump = jump_of(symbol)
+        candidates = live.setdefault(symbol, [])
+        if isinstance(t, Heartbeat):
+            if clock is not None and clock < t.ts_ms and (jump == 0 or t.ts_ms <= clock + jump):
+                clocks[symbol] = t.ts_ms
+                candidates.clear()
+            continue
         if clock is not None and t.ts_ms < clock - lateness(symbol):
             late.append(n)
             continue
         kept.append((t.ts_ms, n, t))
         accepted_by.setdefault(symbol, []).append(n)
-        jump = jump_of(symbol)
-        candidates = live.setdefault(symbol, [])
         if jump == 0 or (clock is not None and t.ts_ms <= clock + jump):
             clocks[symbol] = t.ts_ms if clock is None else max(clock, t.ts_ms)
             candidates.clear()
@@ -550,7 +571,7 @@ def ordering_oracle(
                     clock = max(clock, arrivals[c].ts_ms)
                     candidates.remove(c)
             clocks[symbol] = clock
-    return kept, late
+    return kept, late, clocks
 
 
 def accepted_in_event_order(

@@ -119,39 +119,40 @@ class ArrivalWindows:
     ) -> None:
         """In order, the shortest window's extremes known: a tick beyond them breaks that
         window (if the history covers it); longer ones are looked up only then."""
-        symbol, ts, price = tick.symbol, tick.ts_ms, tick.price
         hi, lo = ext.hi, ext.lo
         assert hi is not None and lo is not None
-        w0 = self._w0
+        price = tick.price
         if price >= hi.price:
-            if price > hi.price and (history := self.history(symbol, held, ts)) >= w0:
-                first = self._windows[0][0]
-                rows.append(RollingBreak(symbol, first, "new_high", ts, price, hi.price, hi.ts_ms))
-                for label, w in self._windows[1:]:
-                    if w > history:
-                        break
-                    prev = self._older(ts, w, hi, held, stairs, 0)
-                    if prev.price >= price:
-                        break
-                    rows.append(
-                        RollingBreak(symbol, label, "new_high", ts, price, prev.price, prev.ts_ms)
-                    )
+            if price > hi.price:
+                self._breaks(tick, hi, 0, held, stairs, rows)
             ext.hi = hi = tick
         if price <= lo.price:
-            if price < lo.price and (history := self.history(symbol, held, ts)) >= w0:
-                first = self._windows[0][0]
-                rows.append(RollingBreak(symbol, first, "new_low", ts, price, lo.price, lo.ts_ms))
-                for label, w in self._windows[1:]:
-                    if w > history:
-                        break
-                    prev = self._older(ts, w, lo, held, stairs, 1)
-                    if prev.price <= price:
-                        break
-                    rows.append(
-                        RollingBreak(symbol, label, "new_low", ts, price, prev.price, prev.ts_ms)
-                    )
+            if price < lo.price:
+                self._breaks(tick, lo, 1, held, stairs, rows)
             ext.lo = lo = tick
         ext.until = min(hi.ts_ms, lo.ts_ms) + self._w0
+
+    def _breaks(
+        self, tick: Tick, best: Tick, side: int, held: Held, stairs: Stairs, rows: list[Any]
+    ) -> None:
+        """The rows of a tick strictly beyond ``best``, the shortest window's high (side 0)
+        or low (1): that window's, then each longer one's while the history covers it and
+        the tick is beyond its extreme too."""
+        symbol, ts, price = tick.symbol, tick.ts_ms, tick.price
+        history = self.history(symbol, held, ts)
+        if history < self._w0:
+            return
+        record = ("new_high", "new_low")[side]
+        sign = 1 - 2 * side  # beyond = further up for highs, down for lows
+        first = self._windows[0][0]
+        rows.append(RollingBreak(symbol, first, record, ts, price, best.price, best.ts_ms))
+        for label, w in self._windows[1:]:
+            if w > history:
+                break
+            prev = self._older(ts, w, best, held, stairs, side)
+            if sign * prev.price >= sign * price:
+                break
+            rows.append(RollingBreak(symbol, label, record, ts, price, prev.price, prev.ts_ms))
 
     def _older(
         self, ts: int, window: int, best: Tick, held: Held, stairs: Stairs, side: int

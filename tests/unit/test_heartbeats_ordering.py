@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracles import ordering_reference
 
 from processors.core import Incoming, ProcessorCore
 from processors.kernels.analytics import AnalyticsConfig
-from processors.kernels.ordering import MAX_CANDIDATES, Reorderer
+from processors.kernels.ordering import Reorderer
 from tickstream.contracts import Heartbeat, encode_heartbeat, encode_ticks
 from tickstream.model import Tick
 from tickstream.topics import Topics
@@ -34,71 +35,15 @@ def reference(
     max_jump: Callable[[str], int],
     confirm: int,
 ) -> tuple[dict[str, list[Tick]], list[Tick], dict[str, int | None]]:
-    """The ordering rules by brute force, a heartbeat being a clock advance: per symbol a
-    tick is late iff older than clock - lateness; an arrival within ``max_jump`` of the
-    clock (0: no limit) moves it and forgets the candidates, a farther one (or any before
-    there is a clock) is a candidate, confirmed by ``confirm`` later accepted ticks stamped
-    no more than ``max_jump`` before it, which then moves the clock to it and every
-    candidate in reach. A heartbeat at T with a clock and clock < T <= clock + jump moves
-    the clock to T and forgets the candidates; any other changes nothing.
-    Returns (accepted per symbol in (ts, arrival) order, late ticks, final clocks)."""
-    clocks: dict[str, int] = {}
-    live: dict[str, list[int]] = defaultdict(list)
-    accepted_by: dict[str, list[int]] = defaultdict(list)
-    kept: dict[str, list[tuple[int, int, Tick]]] = defaultdict(list)
-    late: list[Tick] = []
-    for n, item in enumerate(arrivals):
-        symbol = item.symbol
-        clock = clocks.get(symbol)
-        jump = max_jump(symbol)
-        if isinstance(item, Heartbeat):
-            if (
-                clock is not None
-                and clock < item.ts_ms
-                and (jump == 0 or item.ts_ms <= clock + jump)
-            ):
-                clocks[symbol] = item.ts_ms
-                live[symbol].clear()
-            continue
-        t = item
-        if clock is not None and t.ts_ms < clock - lateness(symbol):
-            late.append(t)
-            continue
-        kept[symbol].append((t.ts_ms, n, t))
-        accepted_by[symbol].append(n)
-        candidates = live[symbol]
-        if jump == 0 or (clock is not None and t.ts_ms <= clock + jump):
-            clocks[symbol] = t.ts_ms if clock is None else max(clock, t.ts_ms)
-            candidates.clear()
-            continue
-        candidates.append(n)
-        if len(candidates) > MAX_CANDIDATES:
-            candidates.remove(min(candidates))
-        while True:
-            firm = [
-                c
-                for c in candidates
-                if sum(
-                    1
-                    for m in accepted_by[symbol]
-                    if m > c and arrivals[m].ts_ms >= arrivals[c].ts_ms - jump
-                )
-                >= confirm
-            ]
-            if not firm:
-                break
-            start = min(arrivals[c].ts_ms for c in firm)
-            clock = start if clock is None else max(clock, start)
-            while True:
-                near = [c for c in candidates if arrivals[c].ts_ms <= clock + jump]
-                if not near:
-                    break
-                for c in near:
-                    clock = max(clock, arrivals[c].ts_ms)
-                    candidates.remove(c)
-            clocks[symbol] = clock
-    streams = {s: [t for _, _, t in sorted(v, key=lambda e: (e[0], e[1]))] for s, v in kept.items()}
-    return streams, late, {s: clocks.get(s) for s in {*kept, *clocks}}
+    """The ordering rules by brute force, a heartbeat being a clock advance
+    (``oracles.ordering_reference``). Returns (accepted per symbol in (ts, arrival)
+    order, late ticks, final clocks)."""
+    kept, late, clocks = ordering_reference(arrivals, lateness, max_jump, confirm)
+    streams: dict[str, list[Tick]] = defaultdict(list)
+    for _, _, tick in sorted(kept, key=lambda e: (e[0], e[1])):
+        streams[tick.symbol].append(tick)
+    late_ticks = [arrivals[n] for n in late]
+    return dict(streams), late_ticks, {s: clocks.get(s) for s in {*streams, *clocks}}  # type: ignore[return-value]
 
 
 @st.composite
