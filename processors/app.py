@@ -19,10 +19,11 @@ hold, which callers have always imported from here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,13 +164,14 @@ def create_app(
                 log.exception("the processor failed")
                 on_fatal(f"{type(exc).__name__}: {exc}")
 
+    def send(m: Outgoing) -> Awaitable[asyncio.Future[Any]]:
+        return app.producer.send(m.topic, m.key, m.value, m.partition, None, None)
+
     async def process(stream: faust.StreamT[Any]) -> None:
         manual = stream.noack()  # acked by the checkpoints, once a snapshot reflects them
-        outbox = Outbox(
-            lambda m: app.producer.send(m.topic, m.key, m.value, m.partition, None, None),
-            describe,
-        )
-        checkpoints = Checkpoints(cores, outbox, manual, topics.processor_state, within_s)
+        outbox = Outbox(send, describe)
+        states = Outbox(send, describe)
+        checkpoints = Checkpoints(cores, outbox, states, manual, within_s)
         running[:] = [checkpoints]
         try:
             async with checkpoints.saving_when_quiet():

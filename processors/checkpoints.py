@@ -20,64 +20,127 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 
+from processors.core import Outgoing
 from processors.outbox import Outbox
 from processors.partitions import PartitionCores
+
+
+@dataclass(slots=True)
+class _Save:
+    """A snapshot on its way: encoded and its outputs confirmed (``preparing``), then
+    written and its events acked (``writing``)."""
+
+    began: float
+    events: list[faust.EventT[Any]]
+    mark: int  # the outbox's sends it reflects
+    preparing: asyncio.Task[list[Outgoing]]
+    writing: asyncio.Task[None] | None = None
 
 
 class Checkpoints:
     """The events processed since the last snapshot, acked once a snapshot reflects them.
 
-    ``lock`` is held around a batch and its snapshot, so that a batch and a snapshot
-    never interleave; ``processed`` and ``save`` must be called under it.
+    A snapshot is taken on the batch path (a capture: a copy of the state, for a
+    fraction of a millisecond), then encoded in a thread and written while the next
+    batches go on; the next one starts once it is written. ``lock`` is held around a
+    batch and every step of a snapshot that touches the cores or the outbox; ``processed``
+    and ``save`` must be called under it.
     """
 
     def __init__(
         self,
         cores: PartitionCores,
         outbox: Outbox,
+        states: Outbox,
         stream: faust.StreamT[Any],
-        state_topic: str,
         every_s: float,
     ) -> None:
-        self.lock = asyncio.Lock()  # a batch and a snapshot never interleave
+        self.lock = asyncio.Lock()  # a batch and a snapshot's steps never interleave
         self._cores = cores
         self._outbox = outbox
+        self._states = states  # the snapshots' sends, settled apart from the outputs
         self._stream = stream  # a noack() stream: its events are acked here, by ``save``
-        self._state_topic = state_topic
         self._min_every_s = every_s
         self._every_s = every_s  # longer when the state is big: writing it takes <= ~10%
-        self._unsaved: list[faust.EventT[Any]] = []  # processed, not yet in a written snapshot
+        self._unsaved: list[faust.EventT[Any]] = []  # processed, in no snapshot on its way
         self._saved_at = time.monotonic()
+        self._saving: _Save | None = None
 
     def due(self) -> bool:
         return time.monotonic() - self._saved_at >= self._every_s
 
     async def processed(self, events: list[faust.EventT[Any]]) -> None:
         """Events whose outputs are in the outbox: acked with the next snapshot, which is
-        written now if it is due."""
+        taken now if it is due."""
         self._unsaved.extend(events)
-        if self.due():
-            await self.save()
+        await self._step()
 
     async def save(self) -> None:
-        """Write the snapshot once every output before it is confirmed; then ack."""
-        began = time.monotonic()
-        snapshots = self._cores.snapshots()  # encoded while the outputs are on their way
-        outbox = self._outbox
-        await outbox.settle()  # a snapshot must never skip an output that did not land
-        await outbox.put(snapshots)
-        await outbox.settle()
-        self._saved_at = time.monotonic()
-        self._every_s = max(self._min_every_s, 10 * (self._saved_at - began))
-        done = self._unsaved[:]
-        self._unsaved.clear()
-        for event in done:
+        """Every event processed so far in a written snapshot, and acked, on return."""
+        await self._finish()
+        if self._unsaved:
+            self._start()
+            await self._finish()
+
+    def abandon(self) -> None:
+        """Stop the snapshot on its way (the worker stops): its events stay unacked."""
+        if self._saving is not None:
+            self._saving.preparing.cancel()
+            if self._saving.writing is not None:
+                self._saving.writing.cancel()
+            self._saving = None
+
+    async def _step(self) -> None:
+        """Move the snapshot on its way on, and start the next one if it is due."""
+        await self._advance()
+        if self._saving is None and self._unsaved and self.due():
+            self._start()
+
+    def _start(self) -> None:
+        encode = self._cores.capture()
+        mark = self._outbox.mark()
+        events, self._unsaved = self._unsaved, []
+        preparing = asyncio.create_task(self._prepare(encode, mark))
+        self._saving = _Save(time.monotonic(), events, mark, preparing)
+
+    async def _prepare(self, encode: Callable[[], list[Outgoing]], mark: int) -> list[Outgoing]:
+        snapshots = await asyncio.to_thread(encode)
+        await self._outbox.delivered(mark)  # a snapshot must never skip an output that did not land
+        return snapshots
+
+    async def _advance(self) -> None:
+        """The snapshot on its way a step further, if its last step is done."""
+        save = self._saving
+        if save is None:
+            return
+        if save.writing is None:
+            if not save.preparing.done():
+                return
+            snapshots = save.preparing.result()
+            await self._outbox.settle(save.mark)  # at once, unless a send failed
+            await self._states.put(snapshots)
+            save.writing = asyncio.create_task(self._write(save.events))
+        elif save.writing.done():
+            save.writing.result()
+            self._saving = None
+            self._saved_at = time.monotonic()
+            self._every_s = max(self._min_every_s, 10 * (self._saved_at - save.began))
+
+    async def _write(self, events: list[faust.EventT[Any]]) -> None:
+        await self._states.settle()
+        for event in events:
             await self._stream.ack(event)
+
+    async def _finish(self) -> None:
+        while (save := self._saving) is not None:
+            await asyncio.wait((save.writing or save.preparing,))
+            await self._advance()
 
     async def release(self, partitions: set[int]) -> list[int]:
         """Snapshot everything processed, then drop the cores of ``partitions``.
@@ -86,8 +149,7 @@ class Checkpoints:
         taken to be acked by then, so this mostly finds nothing left to write.
         """
         async with self.lock:
-            if self._unsaved:
-                await self.save()
+            await self.save()
             return self._cores.drop(partitions)
 
     @contextlib.asynccontextmanager
@@ -105,8 +167,7 @@ class Checkpoints:
                 while True:
                     await asyncio.sleep(self._min_every_s)
                     async with self.lock:
-                        if self._unsaved and self.due():
-                            await self.save()
+                        await self._step()
             except Exception as exc:  # ends the agent now, not at a next batch that may not come
                 failed.append(exc)
                 if me is not None:
@@ -122,5 +183,6 @@ class Checkpoints:
             raise
         finally:
             saver.cancel()
+            self.abandon()
             with contextlib.suppress(asyncio.CancelledError):
                 await saver

@@ -39,12 +39,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 
 from processors.kernels.analytics import Analytics, AnalyticsConfig
-from processors.kernels.ordering import HEARTBEAT_ADVANCED, HEARTBEAT_OUTCOMES
+from processors.kernels.ordering import HEARTBEAT_ADVANCED, HEARTBEAT_OUTCOMES, HeldTicks
 from tickstream import metrics
 from tickstream.contracts import (
     BadTick,
@@ -316,10 +317,16 @@ class ProcessorCore:
         return set(per_symbol)
 
     def snapshot(self) -> bytes:
+        return self.capture()()
+
+    def capture(self) -> Callable[[], bytes]:
+        """The state as of now, and how to encode it: later, in another thread if need be,
+        while this core goes on. Only the held ticks' conversion is left to the encoding
+        (ordering.HeldTicks), which is most of a big state's cost; the rest is copied."""
         state: dict[str, Any] = {
-            "applied": self.applied,
+            "applied": dict(self.applied),
             "eof_seen": {k: sorted(v) for k, v in self.eof_seen.items()},
-            "analytics": self.analytics.snapshot(),
+            "analytics": self.analytics.snapshot(deferred=True),
         }
         if self.partition is not None:
             state["partition"] = self.partition
@@ -327,7 +334,7 @@ class ProcessorCore:
             state["layout"] = self.layout.to_json()
         if self.state_settings is not None:
             state["settings"] = dict(self.state_settings)
-        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS)
+        return partial(orjson.dumps, state, _held_json, orjson.OPT_NON_STR_KEYS)
 
     def restore(self, blob: bytes) -> None:
         state = orjson.loads(blob)
@@ -335,6 +342,22 @@ class ProcessorCore:
         self.applied = {int(k): v for k, v in state["applied"].items()}
         self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
         self.analytics.restore(state["analytics"])
+
+
+HELD_CHUNK = 2_048
+"""Held ticks converted per step of an encoding: another thread waiting for the
+interpreter gets it within about a millisecond, not after the whole list."""
+
+
+def _held_json(obj: object) -> orjson.Fragment:
+    """Held ticks in their saved form, converted a chunk at a time (orjson's default)."""
+    if not isinstance(obj, HeldTicks):
+        raise TypeError(f"{type(obj).__name__} is not part of a snapshot")
+    chunks = [
+        orjson.dumps(obj.state(i, i + HELD_CHUNK))[1:-1]
+        for i in range(0, len(obj.entries), HELD_CHUNK)
+    ]
+    return orjson.Fragment(b"[" + b",".join(chunks) + b"]")
 
 
 def _observe_signal_latency(events: list[SignalEvent]) -> None:

@@ -55,6 +55,12 @@ class Outbox:
     everything pending again, in the original order, so the last copy of every row is still
     the newest one (the sink absorbs the repeats); a permanent failure, or one that outlasts
     the attempts, raises SendFailed naming the message: nothing pending may be acknowledged.
+
+    A snapshot needs only the sends of the batches it reflects confirmed, not those put
+    since: ``mark`` names the position after the sends so far, ``delivered`` waits for the
+    sends before a mark without changing anything (while more are put), and
+    ``settle(mark)`` forgets them once confirmed. ``put`` and ``settle`` must not run at
+    once (the checkpoints call both under their lock).
     """
 
     def __init__(
@@ -73,9 +79,14 @@ class Outbox:
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
         self._pending: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        self._settled = 0  # sends confirmed and forgotten, ever: the mark of _pending[0]
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def mark(self) -> int:
+        """The position after every send so far."""
+        return self._settled + len(self._pending)
 
     async def put(self, messages: Iterable[Outgoing]) -> None:
         pending, send = self._pending, self._send
@@ -89,17 +100,24 @@ class Outbox:
                 delivery.set_exception(cause(exc))
             pending.append((msg, delivery))
 
-    async def settle(self) -> None:
-        """Return once the broker has confirmed every pending send; raise SendFailed if not."""
+    async def delivered(self, mark: int) -> None:
+        """Return once every send before ``mark`` is confirmed or failed; changes nothing."""
+        for _, delivery in self._pending[: mark - self._settled]:
+            if not delivery.done():
+                # one wait per group the broker confirms at once (a record batch): far
+                # cheaper than a callback on each future; and wait() never cancels it
+                await asyncio.wait((delivery,))
+
+    async def settle(self, mark: int | None = None) -> None:
+        """Return once the broker has confirmed every pending send before ``mark`` (every
+        one, by default), forgetting them; raise SendFailed if not. After a failure every
+        pending send is sent again, and all must be confirmed."""
         backoff = self._backoff_s
+        head = len(self._pending) if mark is None else mark - self._settled
         for attempt in range(1, self._attempts + 1):
-            for _, delivery in self._pending:
-                if not delivery.done():
-                    # one wait per group the broker confirms at once (a record batch): far
-                    # cheaper than a callback on each future; and wait() never cancels it
-                    await asyncio.wait((delivery,))
+            await self.delivered(self._settled + head)
             failed: tuple[Outgoing, BaseException] | None = None
-            for msg, delivery in self._pending:  # every outcome read: none "never retrieved"
+            for msg, delivery in self._pending[:head]:  # every outcome read: none "never retrieved"
                 if delivery.cancelled():
                     exc: BaseException | None = asyncio.CancelledError()
                 else:
@@ -107,7 +125,8 @@ class Outbox:
                 if exc is not None and failed is None:
                     failed = (msg, exc)
             if failed is None:
-                self._pending.clear()
+                del self._pending[:head]
+                self._settled += head
                 return
             msg, exc = failed
             if not retriable(exc):
@@ -125,9 +144,10 @@ class Outbox:
             )
             await self._sleep(backoff)
             backoff = min(2 * backoff, self._max_backoff_s)
-            again = [m for m, _ in self._pending]
+            again = [m for m, _ in self._pending]  # later sends too: they stay in order
             self._pending.clear()
             await self.put(again)
+            head = len(self._pending)
 
     def _failure(self, msg: Outgoing, exc: BaseException, attempts: str = "") -> str:
         size = len(msg.key) + len(msg.value)

@@ -106,13 +106,18 @@ class PartitionCores:
 
     def snapshots(self) -> list[Outgoing]:
         """The snapshots of the cores that processed something since their last one."""
+        return self.capture()()
+
+    def capture(self) -> Callable[[], list[Outgoing]]:
+        """Those snapshots as of now, encoded when called (ProcessorCore.capture)."""
         changed, self._changed = self._changed, set()
         topic = self.topics.processor_state
-        return [
-            Outgoing(topic, state_key(p), self.cores[p].snapshot(), 0)
-            for p in sorted(changed)
-            if p in self.cores
-        ]
+        captured = [(p, self.cores[p].capture()) for p in sorted(changed) if p in self.cores]
+
+        def encode() -> list[Outgoing]:
+            return [Outgoing(topic, state_key(p), encode(), 0) for p, encode in captured]
+
+        return encode
 
     def drop(self, partitions: Iterable[int]) -> list[int]:
         """Forget the cores of partitions this worker no longer owns (snapshot them first:

@@ -121,9 +121,10 @@ class Analytics:
             rows.extend(kernel.flush())
         return StepResult(rows, [], self.live.settle(rows, released, None, now_ms))
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, deferred: bool = False) -> dict[str, Any]:
+        """``deferred``: held ticks as captures, for an encoding later (ordering.HeldTicks)."""
         return {
-            "ordering": self.ordering.snapshot(),
+            "ordering": self.ordering.snapshot(deferred),
             "kernels": {name: k.snapshot() for name, k in self.kernels.items()},
             "live": self.live.snapshot(),
         }

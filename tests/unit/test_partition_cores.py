@@ -237,7 +237,7 @@ def test_a_lost_partition_is_snapshotted_acked_then_dropped(
 
         split = cores(no_store())
         outbox = Outbox(send)
-        checkpoints = Checkpoints(split, outbox, Stream(), TOPICS.processor_state, 3600.0)  # type: ignore[arg-type]
+        checkpoints = Checkpoints(split, outbox, Outbox(send), Stream(), 3600.0)  # type: ignore[arg-type]
         batch = [streams[p][0] for p in range(N)]
         async with checkpoints.lock:
             await outbox.put((await split.step(batch)).messages)

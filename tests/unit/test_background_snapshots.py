@@ -1,0 +1,237 @@
+"""Snapshots taken on the batch path, encoded and written behind it.
+
+A capture must be the state when it was taken, whatever the core does before it is
+encoded; the outbox must confirm a snapshot's outputs without waiting for the sends put
+since; and the checkpoints must let batches go on while a snapshot is on its way, ack
+nothing before it is confirmed, and never write it ahead of the outputs it reflects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from group_stream import SETTINGS, layout, ticks
+
+from processors.checkpoints import Checkpoints
+from processors.config import analytics_config
+from processors.core import Incoming, Outgoing, ProcessorCore
+from processors.outbox import Outbox
+from processors.partitions import PartitionCores
+from tickstream import contracts
+from tickstream.model import Tick
+from tickstream.settings import Settings
+from tickstream.topics import Topics
+
+TOPICS = Topics("captures")
+N = 4
+NOW = 1_769_400_000_000
+CONFIG = analytics_config(Settings(**SETTINGS, metrics_port=0))
+
+
+def stream(seed: int, minutes: int = 5, symbols: set[str] | None = None) -> list[Incoming]:
+    """The group market (out of order, some late ticks; each symbol about every 100 ms, so
+    20 a symbol are held at a time), some ticks sent twice, as messages of up to 20 ticks
+    on one partition."""
+    rng = random.Random(seed)
+    out: list[Incoming] = []
+    pending: list[Tick] = []
+    for ts, symbol, price in ticks(seed, minutes, spacing_ms=100):
+        if symbols is not None and symbol not in symbols:
+            continue
+        pending.append(Tick(symbol, ts, price))
+        if rng.random() < 0.02:
+            pending.append(Tick(symbol, ts, price))  # a duplicate
+        if len(pending) >= rng.randrange(1, 21):
+            out.append(Incoming(0, len(out), contracts.encode_ticks(pending)))
+            pending = []
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_capture_is_the_state_when_taken(seed: int) -> None:
+    messages = stream(seed)
+    rng = random.Random(seed)
+    core = ProcessorCore(TOPICS, CONFIG, N, clock_ms=lambda: NOW)
+    captures: list[tuple[bytes, Any]] = []
+    i = 0
+    while i < len(messages):
+        size = rng.randrange(1, 60)
+        core.step(messages[i : i + size])
+        i += size
+        if rng.random() < 0.2:
+            captures.append((core.snapshot(), core.capture()))
+    assert len(captures) > 3
+    held = sum(
+        len(clock["held"])
+        for blob, _ in captures
+        for clock in orjson.loads(blob)["analytics"]["ordering"]["clocks"].values()
+    )
+    assert held > 100  # the captures did hold ticks back (the part encoded later)
+    for then, encode in captures:  # encoded only now, after every later batch
+        assert encode() == then
+
+
+def held_deliveries(send_log: list[Outgoing], hold_topic: str) -> tuple[Any, list[Any]]:
+    """A send whose deliveries for ``hold_topic`` wait for the test; others resolve at once."""
+    held: list[asyncio.Future[Any]] = []
+
+    async def send(msg: Outgoing) -> asyncio.Future[Any]:
+        send_log.append(msg)
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if msg.topic == hold_topic:
+            held.append(delivery)
+        else:
+            asyncio.get_running_loop().call_soon(delivery.set_result, None)
+        return delivery
+
+    return send, held
+
+
+def test_a_mark_settles_what_was_sent_before_it_only() -> None:
+    sent: list[Outgoing] = []
+    send, held = held_deliveries(sent, "slow")
+
+    async def main() -> None:
+        outbox = Outbox(send)
+        await outbox.put([Outgoing("fast", b"k", b"a"), Outgoing("fast", b"k", b"b")])
+        mark = outbox.mark()
+        await outbox.put([Outgoing("slow", b"k", b"c")])  # never confirmed in this test
+        await asyncio.wait_for(outbox.delivered(mark), 5)
+        await asyncio.wait_for(outbox.settle(mark), 5)
+        assert len(outbox) == 1 and outbox.mark() == 3
+        assert not held[0].done()
+
+    asyncio.run(main())
+
+
+def test_a_failure_before_a_mark_sends_every_pending_message_again_in_order() -> None:
+    sent: list[bytes] = []
+
+    async def send(msg: Outgoing) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if msg.value == b"a" and b"a" not in sent:
+            delivery.set_exception(KafkaTimeoutError())  # a passing failure
+        else:
+            delivery.set_result(None)
+        sent.append(msg.value)
+        return delivery
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    async def main() -> None:
+        outbox = Outbox(send, sleep=no_sleep)
+        await outbox.put([Outgoing("t", b"k", b"a")])
+        mark = outbox.mark()
+        await outbox.put([Outgoing("t", b"k", b"b")])
+        await outbox.settle(mark)
+        assert len(outbox) == 0 and outbox.mark() == 2  # the later one went again too
+
+    asyncio.run(main())
+    assert sent == [b"a", b"b", b"a", b"b"]  # the last copy of each is still the newest
+
+
+def test_batches_go_on_while_a_snapshot_is_on_its_way() -> None:
+    messages = stream(seed=7, symbols={"SPX"})  # partition 0's only group
+    first, second, third = messages[:40], messages[40:80], messages[80:120]
+    sent: list[Outgoing] = []
+    acked: list[Incoming] = []
+    send, held = held_deliveries(sent, TOPICS.processor_state)
+
+    class Stream:
+        async def ack(self, event: Incoming) -> bool:
+            acked.append(event)
+            return True
+
+    async def batch(checkpoints: Checkpoints, split: PartitionCores, outbox: Outbox,
+                    events: list[Incoming]) -> None:  # fmt: skip
+        async with checkpoints.lock:
+            await outbox.put((await split.step(events)).messages)
+            await asyncio.wait_for(checkpoints.processed(events), 5)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        async def load(partitions: Any) -> dict[int, bytes]:
+            return {}
+
+        split = PartitionCores(TOPICS, CONFIG, N, layout(), load, clock_ms=lambda: NOW)
+        outbox = Outbox(send)
+        checkpoints = Checkpoints(split, outbox, Outbox(send), Stream(), 0.0)  # type: ignore[arg-type]
+        await batch(checkpoints, split, outbox, first)  # a snapshot of `first` starts
+        outputs_of_first = len(sent)
+        for _ in range(100):  # its encoding, in a thread, and its outputs' confirmations
+            await asyncio.sleep(0.01)
+            if checkpoints._saving is not None and checkpoints._saving.preparing.done():
+                break
+        await batch(checkpoints, split, outbox, second)  # puts the snapshot, does not wait
+        (snapshot,) = [m for m in sent if m.topic == TOPICS.processor_state]
+        assert sent.index(snapshot) >= outputs_of_first  # behind the outputs it reflects
+        assert orjson.loads(snapshot.value)["applied"] == {"0": first[-1].offset}
+        assert acked == []  # nothing acked before the broker confirms the snapshot
+        await batch(checkpoints, split, outbox, third)  # still unconfirmed: goes on
+        assert acked == []
+        held[0].set_result(None)
+        await asyncio.sleep(0)
+        await batch(checkpoints, split, outbox, [])
+        assert acked == first  # confirmed: the events it reflects, and only those
+        async with checkpoints.lock:
+            save = asyncio.create_task(checkpoints.save())
+            while not save.done():
+                await asyncio.sleep(0.01)
+                for delivery in held:
+                    if not delivery.done():
+                        delivery.set_result(None)
+            await save
+        assert acked == first + second + third
+        last = [m for m in sent if m.topic == TOPICS.processor_state][-1]
+        assert orjson.loads(last.value)["applied"] == {"0": third[-1].offset}
+
+    asyncio.run(main())
+
+
+def test_a_snapshot_waits_for_its_failed_outputs_to_be_sent_again() -> None:
+    messages = stream(seed=3, symbols={"SPX"})[:30]
+    sent: list[Outgoing] = []
+    failures: list[Outgoing] = []
+    acked: list[Incoming] = []
+
+    async def send(msg: Outgoing) -> asyncio.Future[Any]:
+        sent.append(msg)
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if msg.topic != TOPICS.processor_state and not failures:
+            failures.append(msg)
+            delivery.set_exception(KafkaTimeoutError())  # the first output, once
+        else:
+            delivery.set_result(None)
+        return delivery
+
+    async def no_sleep(_: float) -> None:
+        return None
+
+    class Stream:
+        async def ack(self, event: Incoming) -> bool:
+            acked.append(event)
+            return True
+
+    async def main() -> None:
+        async def load(partitions: Any) -> dict[int, bytes]:
+            return {}
+
+        split = PartitionCores(TOPICS, CONFIG, N, layout(), load, clock_ms=lambda: NOW)
+        outbox = Outbox(send, sleep=no_sleep)
+        checkpoints = Checkpoints(split, outbox, Outbox(send), Stream(), 0.0)  # type: ignore[arg-type]
+        async with checkpoints.lock:
+            await outbox.put((await split.step(messages)).messages)
+            await checkpoints.processed(messages)  # type: ignore[arg-type]
+            await asyncio.wait_for(checkpoints.save(), 5)
+
+    asyncio.run(main())
+    outputs = [m for m in sent if m.topic != TOPICS.processor_state]
+    assert failures and outputs.count(failures[0]) == 2  # sent again
+    (snapshot,) = [m for m in sent if m.topic == TOPICS.processor_state]
+    assert sent.index(snapshot) == len(sent) - 1  # after every output, the repeats too
+    assert acked == messages
