@@ -25,6 +25,7 @@ from processors.config import analytics_config
 from processors.kernels.records import RecordSeed
 from tickstream import metrics
 from tickstream.settings import Settings
+from tickstream.steady_gc import steady_gc
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def run_worker(
     metrics.serve_metrics(settings.metrics_port, "processor")
     config = analytics_config(settings, seeds)
     failures: list[str] = []
+    steady_gc()
 
     def stop(reason: str) -> None:
         """Stop the worker the way SIGTERM does: acked offsets committed, nothing more."""

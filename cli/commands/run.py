@@ -215,6 +215,7 @@ def sink(**values: object) -> None:
     from sinks.clickhouse_sink import ClickHouseSink
     from tickstream import metrics
     from tickstream.kafka_io import ensure_topics
+    from tickstream.steady_gc import steady_gc
 
     settings = pop_settings(values)
     from tickstream import chdb_http
@@ -226,6 +227,7 @@ def sink(**values: object) -> None:
         metrics.serve_metrics(settings.metrics_port, "sink")
         service = ClickHouseSink(settings)
         await service.start()
+        steady_gc()
         server = None
         try:  # the engine is open now: serve it
             server = chdb_http.serve(settings, settings.clickhouse_http_password, required=True)
