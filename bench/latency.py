@@ -63,6 +63,7 @@ from producers.validation import ValidationConfig, Validator
 from tickstream import kafka_local
 from tickstream.kafka_io import ensure_topics
 from tickstream.settings import Settings, default_of, envvar
+from tickstream.steady_gc import steady_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,10 @@ def _pct(values: list[float] | array, q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _p50_p99(values: list[float] | array) -> str:
+    return f"p50 {_pct(values, 0.5):6.1f} p99 {_pct(values, 0.99):6.1f} ms"
 
 
 def _cpu_s(pid: int) -> float | None:
@@ -287,6 +292,9 @@ class Children:
                 out[name] = seconds
         return out
 
+    def exited(self) -> bool:
+        return any(c is not None and c.poll() is not None for c in (self.processor, self.gateway))
+
     def check(self) -> None:
         for name, child in (("processor", self.processor), ("gateway", self.gateway)):
             if child is not None and child.poll() is not None:
@@ -344,9 +352,13 @@ async def publish_phases(
 ) -> tuple[int, int]:
     """Warm up until the client has its first record break, then each phase and a gap."""
     options: dict[str, Any] = {} if linger_ms is None else {"linger_ms": linger_ms}
+    steady_gc()  # as `tickstream produce` does: this process is the producer
     async with Publisher(settings, Validator(ValidationConfig()), **options) as publisher:
         warm = Phase("warm-up", 100, 120, 10)
-        await publisher.publish(market.ticks(warm, until=ready.is_set))
+        # until the client has a record break, or a child failed (said below, at once)
+        await publisher.publish(
+            market.ticks(warm, until=lambda: ready.is_set() or children.exited())
+        )
         if not ready.is_set():
             children.check()
             sys.exit("no record break reached the client within 120 s of warm-up")
@@ -435,8 +447,8 @@ def report(
             print(f"  record_break {status:11s} {_stats(slot['all'])}  [{kinds}]")
             if slot["up"]:
                 print(
-                    f"    receipt -> signals topic p50 {_pct(slot['up'], 0.5):7.1f} ms, "
-                    f"signals topic -> client p50 {_pct(slot['down'], 0.5):7.1f} ms"
+                    f"    receipt -> signals topic {_p50_p99(slot['up'])}, "
+                    f"signals topic -> client {_p50_p99(slot['down'])}"
                 )
         retracted = statuses.get("retracted")
         print(f"  retractions {len(retracted['all']) if retracted else 0}")
@@ -447,8 +459,8 @@ def report(
         print(f"  tick {','.join(args.tick_symbols) or '-':18s} {_stats(lat)}")
         if up:
             print(
-                f"    receipt -> ticks topic (publisher) p50 {_pct(up, 0.5):7.1f} ms, "
-                f"ticks topic -> client p50 {_pct(down, 0.5):7.1f} ms"
+                f"    receipt -> ticks topic (publisher) {_p50_p99(up)}, "
+                f"ticks topic -> client {_p50_p99(down)}"
             )
     print(
         f"\nframes matched to no tick of this run: {unmatched}; repeated frames: {duplicates}; "

@@ -145,7 +145,10 @@ class Feed:
                 log.exception("gateway: Kafka fetch failed; retrying")
                 await asyncio.sleep(1)
                 continue
-            for tp, messages in batches.items():
+            # signals first: a desk's signal must not wait while a fetch's ticks are fanned out
+            for tp, messages in sorted(
+                batches.items(), key=lambda b: roles[b[0].topic] != "signals"
+            ):
                 role = roles[tp.topic]
                 for msg in messages:
                     self._ingest(role, msg.value, msg.timestamp)
