@@ -115,7 +115,7 @@ class PartitionCores:
         captured = [(p, self.cores[p].capture()) for p in sorted(changed) if p in self.cores]
 
         def encode() -> list[Outgoing]:
-            return [Outgoing(topic, state_key(p), encode(), 0) for p, encode in captured]
+            return [Outgoing(topic, state_key(p), blob(), 0) for p, blob in captured]
 
         return encode
 
