@@ -45,8 +45,11 @@ playwright_api = pytest.importorskip("playwright.async_api")
 
 
 @contextlib.asynccontextmanager
-async def board_page(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
-    """Debian's headless Chromium on the board at ``url``: (page, script errors so far)."""
+async def board_page(
+    url: str, init_script: str | None = None
+) -> AsyncIterator[tuple[Any, list[str]]]:
+    """Debian's headless Chromium on the board at ``url``: (page, script errors so far);
+    ``init_script`` runs in the page before the board's own script."""
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
@@ -55,6 +58,8 @@ async def board_page(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
             page = await browser.new_page(viewport={"width": 1280, "height": 800})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            if init_script is not None:
+                await page.add_init_script(init_script)
             await page.goto(url)
             yield page, errors
         finally:

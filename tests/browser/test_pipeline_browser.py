@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,7 @@ import pytest
 from tests.browser.test_gateway_browser import (
     ARTIFACTS,
     CHROMIUM,
-    CHROMIUM_ARGS,
     board_page,
-    playwright_api,
 )
 
 pytestmark = [
@@ -117,19 +115,22 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_run(
-    csv_path: Path,
-    seeds: Path,
-    log: Path,
+    tmp_path: Path,
+    write: Callable[[Path], None],
     kafka_bootstrap: str,
     namespace: str,
-    port: int,
     speed: str,
     *extra: str,
-) -> subprocess.Popen[bytes]:
-    """`tickstream run --replay csv_path` (no --until-drained: it keeps serving), logging to
-    ``log``, in a process group of its own, in the log's directory."""
+) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """`tickstream run --replay` of the file ``write`` makes, with SEEDS (no --until-drained:
+    it keeps serving), logging to run.log, in a process group of its own, in ``tmp_path``:
+    (the run, its log, its gateway's port)."""
+    csv_path, seeds, log = tmp_path / "gold.csv", tmp_path / "seeds.json", tmp_path / "run.log"
+    write(csv_path)
+    seeds.write_text(json.dumps(SEEDS))
+    port = free_port()
     with log.open("wb") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -158,16 +159,13 @@ def start_run(
             cwd=log.parent,  # the processor's Faust data dir stays under tmp_path
             start_new_session=True,
         )
+    return proc, log, port
 
 
 async def test_run_serves_the_live_board(
     kafka_bootstrap: str, namespace: str, tmp_path: Path
 ) -> None:
-    csv_path, seeds, log = tmp_path / "gold.csv", tmp_path / "seeds.json", tmp_path / "run.log"
-    write_replay(csv_path)
-    seeds.write_text(json.dumps(SEEDS))
-    port = free_port()
-    proc = start_run(csv_path, seeds, log, kafka_bootstrap, namespace, port, SPEED)
+    proc, log, port = start_run(tmp_path, write_replay, kafka_bootstrap, namespace, SPEED)
     try:
         banner = wait_for_line(proc, log, rf"live board: (http://127\.0\.0\.1:{port}/\?token=\S+)")
         url = banner.group(1)
@@ -311,24 +309,6 @@ READ_BREAKS = """
 HOLLOW = "rgba(0, 0, 0, 0)"  # a marker's fill while provisional (transparent)
 
 
-@contextlib.asynccontextmanager
-async def recorded_board(url: str) -> AsyncIterator[tuple[Any, list[str]]]:
-    """``board_page``, with RECORDER installed before the board's script runs."""
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.add_init_script(RECORDER)
-            await page.goto(url)
-            yield page, errors
-        finally:
-            await browser.close()
-
-
 def is_target(item: dict[str, Any]) -> bool:
     """The list item of gold's $5,000 crossing on the 1,000 grid."""
     return (
@@ -342,24 +322,18 @@ def is_target(item: dict[str, Any]) -> bool:
 async def test_board_sees_a_provisional_break_turn_confirmed(
     kafka_bootstrap: str, namespace: str, tmp_path: Path
 ) -> None:
-    csv_path, seeds, log = tmp_path / "gold.csv", tmp_path / "seeds.json", tmp_path / "run.log"
-    write_live_replay(csv_path)
-    seeds.write_text(json.dumps(SEEDS))
-    port = free_port()
-    proc = start_run(
-        csv_path,
-        seeds,
-        log,
+    proc, log, port = start_run(
+        tmp_path,
+        write_live_replay,
         kafka_bootstrap,
         namespace,
-        port,
         LIVE_SPEED,
         "--allowed-lateness-ms",
         str(LATENESS_MS),
     )
     try:
         banner = wait_for_line(proc, log, rf"live board: (http://127\.0\.0\.1:{port}/\?token=\S+)")
-        async with recorded_board(banner.group(1)) as (page, errors):
+        async with board_page(banner.group(1), RECORDER) as (page, errors):
             # poll the list until the crossing shows confirmed, noting each state it shows
             polled: list[tuple[float, str, str, str | None]] = []  # (t, status, class, fill)
             deadline = time.monotonic() + WAIT_S
