@@ -1,8 +1,10 @@
 """The Kafka side of the gateway: ticks, aggregates and signals in, deltas to the sessions out.
 
-One aiokafka consumer, assigned every partition of the three topics (no consumer group:
-each gateway instance sees everything and keeps no offsets), feeds ``BoardState`` and
-``SignalLog`` and hands each message to the sessions. The signals topic is read whole
+Two aiokafka consumers, together assigned every partition of the three topics (no consumer
+group: each gateway instance sees everything and keeps no offsets), feed ``BoardState``
+and ``SignalLog`` and hand each message to the sessions: one for signals, polling live,
+and one for ticks and aggregates, fetching in bulk (``BULK_FETCH_MIN_BYTES``), so that a
+signal never waits behind a fetch of ticks. The signals topic is read whole
 (replays come from it); ticks and aggregates only their last ``backfill`` messages per
 partition, enough for the snapshot state.
 
@@ -44,7 +46,12 @@ from sinks.gateway.session import Sessions
 from sinks.gateway.state import BoardState, SignalLog
 from tickstream import metrics
 from tickstream.contracts import TICK_FIELDS, decode_ticks_message
-from tickstream.kafka_io import LIVE_FETCH_WAIT_MS, ensure_topics
+from tickstream.kafka_io import (
+    BULK_FETCH_MIN_BYTES,
+    BULK_FETCH_WAIT_MS,
+    LIVE_FETCH_WAIT_MS,
+    ensure_topics,
+)
 from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -77,8 +84,8 @@ class Feed:
             topics.aggregates: "aggregates",
             topics.signals: "signals",
         }
-        self._consumer: AIOKafkaConsumer | None = None
-        self._initial_end: dict[TopicPartition, int] = {}
+        self._consumers: list[AIOKafkaConsumer] = []  # signals', then ticks' and aggregates'
+        self._initial_end: dict[TopicPartition, int] = {}  # still to catch up with
         # subscription kinds of which a signal event has been seen: their plain rows are
         # board state only from then on
         self.evented: set[str] = set()
@@ -86,38 +93,60 @@ class Feed:
 
     async def start(self) -> None:
         await ensure_topics(self.config.settings())
+        tps = await self._partitions()
+        signals = [tp for tp in tps if self._roles[tp.topic] == "signals"]
+        market = [tp for tp in tps if tp not in signals]
+        try:
+            # signals must not wait on quiet partitions, nor behind a fetch of ticks
+            for name, mine, wait_ms, min_bytes in (
+                ("signals", signals, LIVE_FETCH_WAIT_MS, 1),
+                ("market", market, BULK_FETCH_WAIT_MS, BULK_FETCH_MIN_BYTES),
+            ):
+                self._consumers.append(await self._consumer(name, mine, wait_ms, min_bytes))
+        except BaseException:
+            await self.stop()
+            raise
+        if not self._initial_end:
+            self.ready.set()
+
+    async def _consumer(
+        self, name: str, tps: list[TopicPartition], wait_ms: int, min_bytes: int
+    ) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.config.kafka_bootstrap,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            client_id=f"{self.config.namespace}.gateway",
-            fetch_max_wait_ms=LIVE_FETCH_WAIT_MS,  # signals must not wait on quiet partitions
+            client_id=f"{self.config.namespace}.gateway.{name}",
+            fetch_max_wait_ms=wait_ms,
+            fetch_min_bytes=min_bytes,
         )
         await consumer.start()
         try:
-            tps = await self._partitions()
             consumer.assign(tps)
             begin = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
-            for tp in tps:
-                if self._roles[tp.topic] == "signals":
-                    start = begin[tp]  # the whole history: replays come from it
-                else:
-                    start = max(begin[tp], end[tp] - self.config.backfill)
-                consumer.seek(tp, start)
-            self._initial_end = {tp: end[tp] for tp in tps if end[tp] > begin[tp]}
         except BaseException:
             await consumer.stop()
             raise
-        self._consumer = consumer
-        if not self._initial_end:
-            self.ready.set()
+        for tp in tps:
+            if self._roles[tp.topic] == "signals":
+                start = begin[tp]  # the whole history: replays come from it
+            else:
+                start = max(begin[tp], end[tp] - self.config.backfill)
+            consumer.seek(tp, start)
+            if end[tp] > begin[tp]:
+                self._initial_end[tp] = end[tp]
+        return consumer
 
     async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            await consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        """Every partition this gateway reads."""
+        return {tp for consumer in self._consumers for tp in consumer.assignment()}
 
     async def _partitions(self) -> list[TopicPartition]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.kafka_bootstrap)
@@ -133,8 +162,12 @@ class Feed:
         ]
 
     async def run(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        assert self._consumers, "start() first"
+        async with asyncio.TaskGroup() as group:
+            for consumer in self._consumers:
+                group.create_task(self._consume(consumer))
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         roles, sessions = self._roles, self.sessions
         while True:
             try:
@@ -145,10 +178,7 @@ class Feed:
                 log.exception("gateway: Kafka fetch failed; retrying")
                 await asyncio.sleep(1)
                 continue
-            # signals first: a desk's signal must not wait while a fetch's ticks are fanned out
-            for tp, messages in sorted(
-                batches.items(), key=lambda b: roles[b[0].topic] != "signals"
-            ):
+            for tp, messages in batches.items():
                 role = roles[tp.topic]
                 for msg in messages:
                     self._ingest(role, msg.value, msg.timestamp)
@@ -161,8 +191,8 @@ class Feed:
                 await self._check_ready(consumer)
 
     async def _check_ready(self, consumer: AIOKafkaConsumer) -> None:
-        for tp, end in list(self._initial_end.items()):
-            if await consumer.position(tp) >= end:
+        for tp in consumer.assignment() & self._initial_end.keys():
+            if await consumer.position(tp) >= self._initial_end[tp]:
                 del self._initial_end[tp]
         if not self._initial_end:
             log.info("gateway caught up: %d signals in the replay log", len(self.log))
