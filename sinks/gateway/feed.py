@@ -61,7 +61,7 @@ _BURST_BYTES = 64 << 10
 
 
 class Feed:
-    """The consumer and what it does with each message, in consumption order."""
+    """The consumers and what they do with each message, in consumption order."""
 
     def __init__(
         self,
