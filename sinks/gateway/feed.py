@@ -61,7 +61,7 @@ _BURST_BYTES = 64 << 10
 
 
 class Feed:
-    """The consumers and what they do with each message, in consumption order."""
+    """The consumers and what they do with each message (in order within each consumer)."""
 
     def __init__(
         self,
