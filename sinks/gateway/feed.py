@@ -144,9 +144,10 @@ class Feed:
         for consumer in consumers:
             await consumer.stop()
 
-    def assignment(self) -> set[TopicPartition]:
-        """Every partition this gateway reads."""
-        return {tp for consumer in self._consumers for tp in consumer.assignment()}
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions this gateway reads, once per consumer reading it (so a partition
+        read twice shows twice)."""
+        return [tp for consumer in self._consumers for tp in consumer.assignment()]
 
     async def _partitions(self) -> list[TopicPartition]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.config.kafka_bootstrap)
