@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,30 @@ from tickstream.settings import Settings
 from tickstream.steady_gc import steady_gc
 
 log = logging.getLogger(__name__)
+
+
+def _one_line_broker_loss(record: logging.LogRecord) -> bool:
+    """Keep Faust's report of a broker lost while it starts, without its traceback.
+
+    The crash is expected and handled (``run_worker`` waits for the broker and says so),
+    so a traceback would only tell a user that something broke.
+    """
+    exc = record.exc_info[1] if record.exc_info else None
+    if exc is not None and broker_away(exc):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
+def _quiet_thread_broker_loss(args: threading.ExceptHookArgs) -> None:
+    """Faust's consumer thread dies of the same lost broker as the worker's start.
+
+    Without this hook Python prints that thread's traceback; the worker's start fails with
+    the same error, which ``run_worker`` handles. Any other error is printed as before.
+    """
+    if args.exc_value is not None and broker_away(args.exc_value):
+        log.debug("Faust's consumer thread stopped: %s", error_text(args.exc_value))
+        return
+    threading.__excepthook__(args)
 
 
 def load_seeds(settings: Settings, from_clickhouse: bool) -> dict[str, RecordSeed]:
@@ -64,6 +89,7 @@ class _Worker(faust.Worker):
         # the command's log filters (its hiding of the Kafka client's normal start-up
         # errors), which Faust's own logging set-up would drop with the handlers
         self._filters = [f for h in logging.root.handlers for f in h.filters]
+        self._filters.append(_one_line_broker_loss)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         for handler in logger.handlers:
@@ -102,6 +128,7 @@ def run_worker(
     config = analytics_config(settings, seeds)
     failures: list[str] = []
     steady_gc()
+    threading.excepthook = _quiet_thread_broker_loss
 
     def stop(reason: str) -> None:
         """Stop the worker the way SIGTERM does: acked offsets committed, nothing more."""

@@ -1,13 +1,19 @@
-"""The processor's Faust worker keeps the command's log filters when it sets up logging."""
+"""The processor's Faust worker keeps the command's log filters when it sets up logging,
+and a broker lost while it starts reaches the user in one line, without a traceback."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from cli.main import _quiet_kafka_start_up
 from processors.app import create_app
 from processors.config import analytics_config
-from processors.worker import _Worker
+from processors.worker import _quiet_thread_broker_loss, _Worker
 from tickstream.settings import Settings
 
 
@@ -38,5 +44,44 @@ def test_faust_logging_setup_keeps_the_start_up_noise_filter(tmp_path, monkeypat
         )
         assert not faust_handler.filter(noise)
         assert faust_handler.filter(other)
+        lost, failed = (
+            record_with(KafkaConnectionError("Unable to bootstrap")),
+            record_with(ValueError("a bug")),
+        )
+        assert faust_handler.filter(lost) and faust_handler.filter(failed)
+        lost_text, failed_text = faust_handler.format(lost), faust_handler.format(failed)
+        assert "Unable to bootstrap" in lost_text and "Traceback" not in lost_text
+        assert "Traceback" in failed_text  # any other crash keeps its traceback
     finally:
         logging.root.handlers = before
+
+
+def record_with(exc: BaseException) -> logging.LogRecord:
+    """A crash report as mode logs it: the error with its traceback attached."""
+    try:
+        raise exc
+    except BaseException:
+        exc_info = sys.exc_info()
+    return logging.LogRecord(
+        "mode.threads", logging.ERROR, __file__, 1, f"Crashed reason={exc!r}", None, exc_info
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "printed"), [(KafkaConnectionError("Unable to bootstrap"), False), (ValueError(), True)]
+)
+def test_a_thread_lost_to_the_broker_prints_no_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    exc: Exception,
+    printed: bool,
+) -> None:
+    monkeypatch.setattr(threading, "excepthook", _quiet_thread_broker_loss)
+
+    def fail() -> None:
+        raise exc
+
+    thread = threading.Thread(target=fail)
+    thread.start()
+    thread.join()
+    assert ("Traceback" in capfd.readouterr().err) is printed
