@@ -33,7 +33,5 @@ def redact_url(url: str) -> str:
         return url  # nothing to hide (and chdb:///path stays as written)
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*"
-        )
+        query = urlencode([(k, MASK if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -402,6 +402,15 @@ def _row(
 ) -> DivergenceWindow:
     direction, opened_ms, open_value, z_open, peak, peak_ms, z_peak = window
     return DivergenceWindow(
-        label, metric, direction, opened_ms, closed_ms, open_value, peak, peak_ms, close,
-        z_open, z_peak,
+        label,
+        metric,
+        direction,
+        opened_ms,
+        closed_ms,
+        open_value,
+        peak,
+        peak_ms,
+        close,
+        z_open,
+        z_peak,
     )

@@ -119,8 +119,7 @@ def test_a_single_json_tick_per_message_is_processed() -> None:
     """The usual shape of other producers: one JSON object per message."""
     core = ProcessorCore(TOPICS, AnalyticsConfig(), 1, clock_ms=lambda: T0)
     values = [
-        orjson.dumps({"symbol": "XAG", "ts": T0 + i * 20_000, "price": 100.0 + i})
-        for i in range(7)
+        orjson.dumps({"symbol": "XAG", "ts": T0 + i * 20_000, "price": 100.0 + i}) for i in range(7)
     ]
     sent = core.step([Incoming(0, i, v) for i, v in enumerate(values)]).messages
     sent += core.step([eof("r", 0, 1, 7)]).messages
