@@ -381,7 +381,10 @@ async def test_symbol_not_allowed(gateway: Gateway, feed: Feed) -> None:
         snap = await subscribe(ws, symbols="*", kinds=["ticks", "divergence_windows"])
         assert list(snap["ticks"]) == ["XAU"]  # '*' narrowed to the allow-list
         await feed.ticks([tick("XAG", 2_000, 101.0, 2)])
+        rows_in = gateway.counts["rows_in"] + gateway.counts["signals_in"]
         await feed.rows([window(60_000)])  # XAU/XAG needs XAG too: not for this token
+        # fanned out (to nobody) before the next tick: its frame would come first
+        await until(lambda: gateway.counts["rows_in"] + gateway.counts["signals_in"] > rows_in)
         await feed.ticks([tick("XAU", 2_000, 5001.0, 2)])
         got = await recv_until(ws, lambda f: f.get("seq") == 2)
         assert [(f["type"], f.get("symbol")) for f in got] == [("tick", "XAU")]
