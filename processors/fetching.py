@@ -3,17 +3,20 @@
 Faust builds its worker consumer with ``fetch_max_wait_ms=1500`` and no setting to change
 it; with a quiet partition beside a busy one, that long poll holds back the busy one's
 next fetch (aiokafka's one fetch in flight per broker), so ticks waited up to 1.5 s
-before the processor saw them. These subclasses only change that one value, on the
-consumer Faust has just built (before it starts, when aiokafka reads it).
+before the processor saw them. These subclasses change that one value, on the
+consumer Faust has just built (before it starts, when aiokafka reads it), and keep the
+consumer thread from printing a traceback for a broker lost while it starts.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as driver
 
+from processors.broker_errors import broker_away
 from tickstream.kafka_io import LIVE_FETCH_WAIT_MS
 
 
@@ -22,6 +25,13 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = LIVE_FETCH_WAIT_MS  # read by its fetcher at start
         return consumer
+
+    def on_crash(self, msg: str, *fmt: Any, **kwargs: Any) -> None:
+        # mode prints the traceback straight to stderr; a broker lost while the thread
+        # starts also fails the worker's start, which run_worker reports in one line
+        exc = sys.exc_info()[1]
+        if exc is None or not broker_away(exc):
+            super().on_crash(msg, *fmt, **kwargs)
 
 
 class _Consumer(driver.Consumer):

@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaConnectionError
 from cli.main import _quiet_kafka_start_up
 from processors.app import create_app
 from processors.config import analytics_config
+from processors.fetching import _ConsumerThread
 from processors.worker import _quiet_thread_broker_loss, _Worker
 from tickstream.settings import Settings
 
@@ -84,4 +85,18 @@ def test_a_thread_lost_to_the_broker_prints_no_traceback(
     thread = threading.Thread(target=fail)
     thread.start()
     thread.join()
+    assert ("Traceback" in capfd.readouterr().err) is printed
+
+
+@pytest.mark.parametrize(
+    ("exc", "printed"), [(KafkaConnectionError("Unable to bootstrap"), False), (ValueError(), True)]
+)
+def test_consumer_thread_crash_lost_to_the_broker_prints_no_traceback(
+    capfd: pytest.CaptureFixture[str], exc: Exception, printed: bool
+) -> None:
+    thread = object.__new__(_ConsumerThread)  # on_crash uses nothing of a started thread
+    try:
+        raise exc
+    except Exception:
+        thread.on_crash("{0!r} crashed: {1!r}", "_ConsumerThread", exc)  # as mode calls it
     assert ("Traceback" in capfd.readouterr().err) is printed
