@@ -105,6 +105,18 @@ class _Worker(faust.Worker):
                 raise
             self.broker_lost = exc  # shut down as after a stop; run_worker starts again
 
+    def lost_broker(self) -> BaseException | None:
+        """The broker-away error that stopped this worker, if one did.
+
+        Either ``start`` kept it, or one of Faust's services crashed of it (its conductor
+        asks for metadata in a task of its own, which fails on the first refused
+        connection while the worker starts): both are waited out the same way.
+        """
+        if self.broker_lost is not None:
+            return self.broker_lost
+        crash = self.crash_reason
+        return crash if crash is not None and broker_away(crash) else None
+
 
 def run_worker(
     settings: Settings,
@@ -147,13 +159,18 @@ def run_worker(
             if failures:
                 print(f"Error: the processor stopped: {failures[0]}", file=sys.stderr)
                 sys.exit(1)
-            if worker.broker_lost is None:
+            lost = worker.lost_broker()
+            if lost is None:
+                if worker.crash_reason is not None:  # mode has logged it: one line to say so
+                    reason = error_text(worker.crash_reason)
+                    print(f"Error: the processor crashed: {reason}", file=sys.stderr)
+                    sys.exit(1)
                 raise
         log.warning(
-            "the Kafka broker at %s went away while the processor started (%s); "
-            "waiting for it to return",
+            "the Kafka broker at %s went away and stopped the processor (%s); "
+            "waiting for it to return, then starting again",
             settings.kafka_bootstrap,
-            error_text(worker.broker_lost),
+            error_text(lost),
         )
         topics_ready(settings, attempts=BROKER_RETURN_WAIT_S)
 
