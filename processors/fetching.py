@@ -5,7 +5,7 @@ it; with a quiet partition beside a busy one, that long poll holds back the busy
 next fetch (aiokafka's one fetch in flight per broker), so ticks waited up to 1.5 s
 before the processor saw them. These subclasses change that one value, on the
 consumer Faust has just built (before it starts, when aiokafka reads it), and keep the
-consumer thread from printing a traceback for a broker lost while it starts.
+consumer thread from printing tracebacks for a broker lost while it starts.
 """
 
 from __future__ import annotations
@@ -26,12 +26,20 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = LIVE_FETCH_WAIT_MS  # read by its fetcher at start
         return consumer
 
+    # A broker lost while this thread starts also fails the worker's start, which
+    # run_worker reports in one line and waits out; mode would add two tracebacks on stderr.
+
     def on_crash(self, msg: str, *fmt: Any, **kwargs: Any) -> None:
-        # mode prints the traceback straight to stderr; a broker lost while the thread
-        # starts also fails the worker's start, which run_worker reports in one line
-        exc = sys.exc_info()[1]
+        exc = sys.exc_info()[1]  # mode prints its own report and the traceback
         if exc is None or not broker_away(exc):
             super().on_crash(msg, *fmt, **kwargs)
+
+    def _start_thread(self) -> None:
+        try:
+            super()._start_thread()
+        except Exception as exc:  # raised on, Python's thread hook would print it
+            if not broker_away(exc):
+                raise
 
 
 class _Consumer(driver.Consumer):

@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +40,6 @@ def _one_line_broker_loss(record: logging.LogRecord) -> bool:
     if exc is not None and broker_away(exc):
         record.exc_info, record.exc_text = None, None
     return True
-
-
-def _quiet_thread_broker_loss(args: threading.ExceptHookArgs) -> None:
-    """Faust's consumer thread dies of the same lost broker as the worker's start.
-
-    Without this hook Python prints that thread's traceback; the worker's start fails with
-    the same error, which ``run_worker`` handles. Any other error is printed as before.
-    """
-    if args.exc_value is not None and broker_away(args.exc_value):
-        log.debug("Faust's consumer thread stopped: %s", error_text(args.exc_value))
-        return
-    threading.__excepthook__(args)
 
 
 def load_seeds(settings: Settings, from_clickhouse: bool) -> dict[str, RecordSeed]:
@@ -140,7 +127,6 @@ def run_worker(
     config = analytics_config(settings, seeds)
     failures: list[str] = []
     steady_gc()
-    threading.excepthook = _quiet_thread_broker_loss
 
     def stop(reason: str) -> None:
         """Stop the worker the way SIGTERM does: acked offsets committed, nothing more."""
