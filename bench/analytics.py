@@ -17,6 +17,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -146,8 +147,18 @@ async def bench_faust(settings: Settings, ticks: list[Tick]) -> float:
         )
         return (len(ticks) - 10) / (time.perf_counter() - started)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        _stop(worker, "the processor")
+
+
+def _stop(worker: subprocess.Popen[bytes], what: str, timeout_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped within ``timeout_s`` (and say so)."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"{what} did not stop within {timeout_s:.0f} s of SIGTERM: killed", file=sys.stderr)
+        worker.kill()
+        worker.wait()
 
 
 async def bench_naive(bootstrap: str, ticks: list[Tick], partitions: int = 3) -> float:
@@ -158,8 +169,10 @@ async def bench_naive(bootstrap: str, ticks: list[Tick], partitions: int = 3) ->
     await admin.create_topics([NewTopic(source, partitions, 1), NewTopic(out, 1, 1)])
     await admin.close()
     await asyncio.sleep(1)
+    datadir = tempfile.TemporaryDirectory(prefix="tickstream-naive-")  # Faust's, in its cwd
     worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "naive_agent.py"), bootstrap, source, out]
+        [sys.executable, str(ROOT / "bench" / "naive_agent.py"), bootstrap, source, out],
+        cwd=datadir.name,
     )
     try:
         is_done = lambda run: lambda d: d.get("done") == run  # noqa: E731
@@ -173,8 +186,8 @@ async def bench_naive(bootstrap: str, ticks: list[Tick], partitions: int = 3) ->
         await _wait_for(bootstrap, out, is_done(run), partitions)
         return len(ticks) / (time.perf_counter() - started)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        _stop(worker, "the naive agent")
+        datadir.cleanup()
 
 
 async def run(ticks_n: int, bootstrap: str, naive_n: int) -> None:

@@ -171,7 +171,9 @@ def create_app(
         manual = stream.noack()  # acked by the checkpoints, once a snapshot reflects them
         outbox = Outbox(send, describe)
         states = Outbox(send, describe)
-        checkpoints = Checkpoints(cores, outbox, states, manual, within_s)
+        checkpoints = Checkpoints(
+            cores, outbox, states, manual, within_s, hurry=app.waiting_for_acks
+        )
         running[:] = [checkpoints]
         try:
             async with checkpoints.saving_when_quiet():

@@ -6,8 +6,11 @@ time) the snapshots of the partition cores that changed are written to the compa
 state topic. Snapshots are sent only once the broker has confirmed every output of the
 batches they reflect, and their messages are acked only once it has confirmed the
 snapshots too: so no offset is committed ahead of the state, and no state skips an
-output that never landed. Kept apart from the agent, which only hands each processed
-batch over (``Checkpoints.processed``).
+output that never landed. While Faust waits for every event taken to be acked (a stop,
+a rebalance: ``hurry``), a snapshot is due after every batch: otherwise the wait would
+last the interval out, tens of seconds for a big state, and a stop would meet its kill
+timeout with the state unsaved. Kept apart from the agent, which only hands each
+processed batch over (``Checkpoints.processed``).
 
 Partitions lost in a rebalance are released here too (``release``): snapshotted, acked,
 and only then forgotten, under the same lock as a batch, so that no batch touches a
@@ -60,6 +63,7 @@ class Checkpoints:
         states: Outbox,
         stream: faust.StreamT[Any],
         every_s: float,
+        hurry: Callable[[], bool] = lambda: False,
     ) -> None:
         self.lock = asyncio.Lock()  # a batch and a snapshot's steps never interleave
         self._cores = cores
@@ -67,13 +71,14 @@ class Checkpoints:
         self._states = states  # the snapshots' sends, settled apart from the outputs
         self._stream = stream  # a noack() stream: its events are acked here, by ``save``
         self._min_every_s = every_s
+        self._hurry = hurry  # true while Faust waits for every event taken to be acked
         self._every_s = every_s  # longer when the state is big: writing it takes <= ~10%
         self._unsaved: list[faust.EventT[Any]] = []  # processed, in no snapshot on its way
         self._saved_at = time.monotonic()
         self._saving: _Save | None = None
 
     def due(self) -> bool:
-        return time.monotonic() - self._saved_at >= self._every_s
+        return self._hurry() or time.monotonic() - self._saved_at >= self._every_s
 
     async def processed(self, events: list[faust.EventT[Any]]) -> None:
         """Events whose outputs are in the outbox: acked with the next snapshot, which is

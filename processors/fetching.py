@@ -5,7 +5,8 @@ it; with a quiet partition beside a busy one, that long poll holds back the busy
 next fetch (aiokafka's one fetch in flight per broker), so ticks waited up to 1.5 s
 before the processor saw them. These subclasses change that one value, on the
 consumer Faust has just built (before it starts, when aiokafka reads it), and keep the
-consumer thread from printing tracebacks for a broker lost while it starts.
+consumer thread from printing tracebacks for a broker lost while it starts. The app also
+says when Faust waits for the events taken to be acked (``LiveApp.waiting_for_acks``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,22 @@ class LiveTransport(driver.Transport):
 
 
 class LiveApp(faust.App):
-    """A Faust app whose consumer polls the broker with the short fetch wait."""
+    """A Faust app whose consumer polls the broker with the short fetch wait, and which
+    tells its agent when a stop or a rebalance waits for the events taken to be acked."""
+
+    _waiting_for_acks = False
+
+    def waiting_for_acks(self) -> bool:
+        """True while Faust holds a stop or a rebalance until every event taken is acked:
+        the agent's acks wait for a snapshot, which is then wanted at once."""
+        return self._waiting_for_acks
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        self._waiting_for_acks = True
+        try:
+            await super()._consumer_wait_empty(consumer, logger)
+        finally:
+            self._waiting_for_acks = False
 
     def _new_transport(self) -> Any:
         return LiveTransport(self.conf.broker_consumer, self)

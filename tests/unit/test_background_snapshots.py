@@ -235,3 +235,71 @@ def test_a_snapshot_waits_for_its_failed_outputs_to_be_sent_again() -> None:
     (snapshot,) = [m for m in sent if m.topic == TOPICS.processor_state]
     assert sent.index(snapshot) == len(sent) - 1  # after every output, the repeats too
     assert acked == messages
+
+
+def test_a_stop_or_rebalance_waiting_for_acks_gets_its_snapshot_at_once() -> None:
+    """With a snapshot hours off, events processed while Faust waits for the events taken
+    to be acked are snapshotted and acked as they are processed, not at the interval."""
+    messages = stream(seed=5, symbols={"SPX"})[:20]
+    acked: list[Incoming] = []
+    waiting = [False]
+
+    async def send(msg: Outgoing) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        delivery.set_result(None)
+        return delivery
+
+    class Stream:
+        async def ack(self, event: Incoming) -> bool:
+            acked.append(event)
+            return True
+
+    async def main() -> None:
+        async def load(partitions: Any) -> dict[int, bytes]:
+            return {}
+
+        split = PartitionCores(TOPICS, CONFIG, N, layout(), load, clock_ms=lambda: NOW)
+        outbox = Outbox(send)
+        checkpoints = Checkpoints(
+            split,
+            outbox,
+            Outbox(send),
+            Stream(),  # type: ignore[arg-type]
+            3600.0,
+            hurry=lambda: waiting[0],
+        )
+
+        async def batch(events: list[Incoming]) -> None:
+            async with checkpoints.lock:
+                await outbox.put((await split.step(events)).messages)
+                await checkpoints.processed(events)  # type: ignore[arg-type]
+
+        await batch(messages[:10])
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            await batch([])
+        assert acked == []  # not due for an hour
+        waiting[0] = True  # Faust now waits for these to be acked
+        await batch(messages[10:])
+        async with asyncio.timeout(5):
+            while acked != messages:
+                await asyncio.sleep(0.01)
+                await batch([])  # the agent's next (empty) steps move the snapshot on
+
+    asyncio.run(main())
+
+
+def test_the_app_says_when_faust_waits_for_acks() -> None:
+    from processors.fetching import LiveApp
+
+    seen: list[bool] = []
+    app = LiveApp("acks-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+
+    class Consumer:
+        async def wait_empty(self) -> None:
+            seen.append(app.waiting_for_acks())
+
+    assert not app.waiting_for_acks()
+    asyncio.run(app._consumer_wait_empty(Consumer(), app.log))  # type: ignore[arg-type]
+    assert seen == [True]
+    assert not app.waiting_for_acks()
