@@ -33,6 +33,21 @@ NOW = 1_769_400_000_000
 CONFIG = analytics_config(Settings(**SETTINGS, metrics_port=0))
 
 
+class AckedStream:
+    """The agent's noack() stream, as the checkpoints use it: it only records the acks."""
+
+    def __init__(self) -> None:
+        self.acked: list[Incoming] = []
+
+    async def ack(self, event: Incoming) -> bool:
+        self.acked.append(event)
+        return True
+
+
+async def no_snapshots(partitions: Any) -> dict[int, bytes]:
+    return {}
+
+
 def stream(seed: int, minutes: int = 5, symbols: set[str] | None = None) -> list[Incoming]:
     """The group market (out of order, some late ticks; each symbol about every 100 ms, so
     20 a symbol are held at a time), some ticks sent twice, as messages of up to 20 ticks
@@ -197,7 +212,6 @@ def test_a_snapshot_waits_for_its_failed_outputs_to_be_sent_again() -> None:
     messages = stream(seed=3, symbols={"SPX"})[:30]
     sent: list[Outgoing] = []
     failures: list[Outgoing] = []
-    acked: list[Incoming] = []
 
     async def send(msg: Outgoing) -> asyncio.Future[Any]:
         sent.append(msg)
@@ -212,18 +226,12 @@ def test_a_snapshot_waits_for_its_failed_outputs_to_be_sent_again() -> None:
     async def no_sleep(_: float) -> None:
         return None
 
-    class Stream:
-        async def ack(self, event: Incoming) -> bool:
-            acked.append(event)
-            return True
+    acks = AckedStream()
 
     async def main() -> None:
-        async def load(partitions: Any) -> dict[int, bytes]:
-            return {}
-
-        split = PartitionCores(TOPICS, CONFIG, N, layout(), load, clock_ms=lambda: NOW)
+        split = PartitionCores(TOPICS, CONFIG, N, layout(), no_snapshots, clock_ms=lambda: NOW)
         outbox = Outbox(send, sleep=no_sleep)
-        checkpoints = Checkpoints(split, outbox, Outbox(send), Stream(), 0.0)  # type: ignore[arg-type]
+        checkpoints = Checkpoints(split, outbox, Outbox(send), acks, 0.0)  # type: ignore[arg-type]
         async with checkpoints.lock:
             await outbox.put((await split.step(messages)).messages)
             await checkpoints.processed(messages)  # type: ignore[arg-type]
@@ -234,14 +242,14 @@ def test_a_snapshot_waits_for_its_failed_outputs_to_be_sent_again() -> None:
     assert failures and outputs.count(failures[0]) == 2  # sent again
     (snapshot,) = [m for m in sent if m.topic == TOPICS.processor_state]
     assert sent.index(snapshot) == len(sent) - 1  # after every output, the repeats too
-    assert acked == messages
+    assert acks.acked == messages
 
 
 def test_a_stop_or_rebalance_waiting_for_acks_gets_its_snapshot_at_once() -> None:
     """With a snapshot hours off, events processed while Faust waits for the events taken
     to be acked are snapshotted and acked as they are processed, not at the interval."""
     messages = stream(seed=5, symbols={"SPX"})[:20]
-    acked: list[Incoming] = []
+    stream_ = AckedStream()
     waiting = [False]
 
     async def send(msg: Outgoing) -> asyncio.Future[Any]:
@@ -249,22 +257,14 @@ def test_a_stop_or_rebalance_waiting_for_acks_gets_its_snapshot_at_once() -> Non
         delivery.set_result(None)
         return delivery
 
-    class Stream:
-        async def ack(self, event: Incoming) -> bool:
-            acked.append(event)
-            return True
-
     async def main() -> None:
-        async def load(partitions: Any) -> dict[int, bytes]:
-            return {}
-
-        split = PartitionCores(TOPICS, CONFIG, N, layout(), load, clock_ms=lambda: NOW)
+        split = PartitionCores(TOPICS, CONFIG, N, layout(), no_snapshots, clock_ms=lambda: NOW)
         outbox = Outbox(send)
         checkpoints = Checkpoints(
             split,
             outbox,
             Outbox(send),
-            Stream(),  # type: ignore[arg-type]
+            stream_,  # type: ignore[arg-type]
             3600.0,
             hurry=lambda: waiting[0],
         )
@@ -278,11 +278,11 @@ def test_a_stop_or_rebalance_waiting_for_acks_gets_its_snapshot_at_once() -> Non
         for _ in range(20):
             await asyncio.sleep(0.01)
             await batch([])
-        assert acked == []  # not due for an hour
+        assert stream_.acked == []  # not due for an hour
         waiting[0] = True  # Faust now waits for these to be acked
         await batch(messages[10:])
         async with asyncio.timeout(5):
-            while acked != messages:
+            while stream_.acked != messages:
                 await asyncio.sleep(0.01)
                 await batch([])  # the agent's next (empty) steps move the snapshot on
 
