@@ -62,8 +62,8 @@ from producers.records import RawTick
 from producers.validation import ValidationConfig, Validator
 from tickstream import kafka_local
 from tickstream.kafka_io import ensure_topics
+from tickstream.service_runtime import tune_for_latency
 from tickstream.settings import Settings, default_of, envvar
-from tickstream.steady_gc import steady_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -352,7 +352,7 @@ async def publish_phases(
 ) -> tuple[int, int]:
     """Warm up until the client has its first record break, then each phase and a gap."""
     options: dict[str, Any] = {} if linger_ms is None else {"linger_ms": linger_ms}
-    steady_gc()  # as `tickstream produce` does: this process is the producer
+    tune_for_latency()  # as `tickstream produce` does: this process is the producer
     async with Publisher(settings, Validator(ValidationConfig()), **options) as publisher:
         warm = Phase("warm-up", 100, 120, 10)
         # until the client has a record break, or a child failed (said below, at once)

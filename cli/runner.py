@@ -53,8 +53,8 @@ from sinks.clickhouse_sink import ClickHouseSink
 from tickstream import chdb_http, kafka_local, metrics
 from tickstream.chdb_http import ChdbHttpServer
 from tickstream.kafka_io import ensure_topics
+from tickstream.service_runtime import tune_for_latency
 from tickstream.settings import Settings
-from tickstream.steady_gc import steady_gc
 
 __all__ = [  # what tests and commands import from here; the parts live in cli/run_*.py
     "RunFailed",
@@ -278,7 +278,7 @@ class Runner:
                 last_line = self.ending
                 return code
             self._print_banner(port)
-            steady_gc()  # this process publishes (and sinks): the desk's path starts here
+            tune_for_latency()  # this process publishes (and sinks): the desk's path starts here
             sink_task = asyncio.create_task(self.sink.run(), name="sink")
             try:
                 if self.options.replay is not None:

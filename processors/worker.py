@@ -24,8 +24,8 @@ from processors.broker_errors import BROKER_RETURN_WAIT_S, broker_away, error_te
 from processors.config import analytics_config
 from processors.kernels.records import RecordSeed
 from tickstream import metrics
+from tickstream.service_runtime import tune_for_latency
 from tickstream.settings import Settings
-from tickstream.steady_gc import steady_gc
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run_worker(
     metrics.serve_metrics(settings.metrics_port, "processor")
     config = analytics_config(settings, seeds)
     failures: list[str] = []
-    steady_gc()
+    tune_for_latency()
 
     def stop(reason: str) -> None:
         """Stop the worker the way SIGTERM does: acked offsets committed, nothing more."""

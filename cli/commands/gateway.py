@@ -31,7 +31,7 @@ def gateway(**values: object) -> None:
     metrics at /metrics. Runs until SIGINT/SIGTERM.
     """
     from sinks.gateway.server import GatewayConfig, run_gateway
-    from tickstream.steady_gc import steady_gc
+    from tickstream.service_runtime import tune_for_latency
 
     settings = pop_settings(values)
     try:
@@ -40,7 +40,7 @@ def gateway(**values: object) -> None:
         raise usage_error(exc) from exc
 
     async def main() -> None:
-        steady_gc()
+        tune_for_latency()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

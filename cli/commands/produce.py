@@ -269,7 +269,7 @@ def _publish(
     from producers.validation_config import validation_config
     from tickstream import metrics
     from tickstream.kafka_io import ensure_topics
-    from tickstream.steady_gc import steady_gc
+    from tickstream.service_runtime import tune_for_latency
 
     producer_options = click.get_current_context().obj or {}  # from the produce group
     config = validation_config(settings, _record_seeds(settings))
@@ -279,7 +279,7 @@ def _publish(
         if check is not None:
             await _refuse_if_behind(settings, check)
         metrics.serve_metrics(settings.metrics_port, "producer")
-        steady_gc()
+        tune_for_latency()
         async with Publisher(
             settings, Validator(config), producer_options=producer_options
         ) as publisher:

@@ -215,7 +215,7 @@ def sink(**values: object) -> None:
     from sinks.clickhouse_sink import ClickHouseSink
     from tickstream import metrics
     from tickstream.kafka_io import ensure_topics
-    from tickstream.steady_gc import steady_gc
+    from tickstream.service_runtime import tune_for_latency
 
     settings = pop_settings(values)
     from tickstream import chdb_http
@@ -227,7 +227,7 @@ def sink(**values: object) -> None:
         metrics.serve_metrics(settings.metrics_port, "sink")
         service = ClickHouseSink(settings)
         await service.start()
-        steady_gc()
+        tune_for_latency()
         server = None
         try:  # the engine is open now: serve it
             server = chdb_http.serve(settings, settings.clickhouse_http_password, required=True)

@@ -1,18 +1,27 @@
-"""A service's collector, once started: what start-up built frozen, collections spaced out."""
+"""A service's interpreter, once started: what start-up built frozen, collections spaced
+out, threads switched sooner."""
 
 from __future__ import annotations
 
 import gc
+import sys
 
-from tickstream.steady_gc import OLDER_THRESHOLDS, YOUNG_THRESHOLD, steady_gc
+from tickstream.service_runtime import (
+    OLDER_THRESHOLDS,
+    SWITCH_INTERVAL_S,
+    YOUNG_THRESHOLD,
+    tune_for_latency,
+)
 
 
-def test_start_up_is_frozen_and_young_collections_are_spaced_out() -> None:
+def test_start_up_is_frozen_collections_spaced_out_threads_switched_sooner() -> None:
     before = gc.get_threshold()
+    switch_before = sys.getswitchinterval()
     built_at_start_up = [[i] for i in range(1_000)]  # containers the collector tracks
     try:
-        steady_gc()
+        tune_for_latency()
         assert gc.get_threshold() == (YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S < switch_before
         assert gc.get_freeze_count() >= len(built_at_start_up)
         cycle: list[object] = []
         cycle.append(cycle)  # a cycle made after start-up is still collected
@@ -21,3 +30,4 @@ def test_start_up_is_frozen_and_young_collections_are_spaced_out() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        sys.setswitchinterval(switch_before)
