@@ -22,7 +22,7 @@ def test_latency_bench_prints_figures(kafka_bootstrap: str) -> None:
         sys.executable, "-m", "cli", "bench", "latency",
         "--kafka-bootstrap", kafka_bootstrap,
         "--rates", "200", "--seconds", "2", "--breaks-per-s", "10",
-        "--allowed-lateness-ms", "0", "--ref-rate", "20",
+        "--allowed-lateness-ms", "0", "--ref-rate", "20", "--warm-up-s", "1",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -30,6 +30,7 @@ def test_latency_bench_prints_figures(kafka_bootstrap: str) -> None:
     assert "allowed lateness 0 ms" in out
     assert "shared with other work" in out
     assert "200 ticks/s (achieved" in out
+    assert "warming up: 200 ticks/s for 1 s" in done.stderr
     confirmed = next(line for line in out.splitlines() if "record_break confirmed" in line)
     assert "p50" in confirmed and "p99" in confirmed and "max" in confirmed
     assert "retractions" in out
