@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from cli.kafka_log import RepeatedKafkaErrors, quiet_kafka_start_up
 from tickstream import __version__
 
 
@@ -20,21 +21,11 @@ def _configure_logging(verbose: int) -> None:
     )
     for noisy in ("aiokafka", "faust", "mode", "kafka", "websockets"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    if verbose < 2:
+    if verbose < 2:  # -vv: every line the Kafka client writes (cli/kafka_log.py)
+        repeats = RepeatedKafkaErrors()
         for handler in logging.getLogger().handlers:
-            handler.addFilter(_quiet_kafka_start_up)
-
-
-# What aiokafka logs at ERROR while a consumer group forms on a fresh broker: normal at
-# every start, retried by the client, and read by newcomers as a failure (shown with -vv).
-_START_UP_NOISE = ("GroupCoordinatorNotAvailable", "Marking the coordinator dead")
-
-
-def _quiet_kafka_start_up(record: logging.LogRecord) -> bool:
-    if not record.name.startswith("aiokafka"):
-        return True
-    message = record.getMessage()
-    return not any(noise in message for noise in _START_UP_NOISE)
+            handler.addFilter(quiet_kafka_start_up)
+            handler.addFilter(repeats)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,7 +34,8 @@ def _quiet_kafka_start_up(record: logging.LogRecord) -> bool:
     "-v",
     "--verbose",
     count=True,
-    help="Debug log output (-vv: also the Kafka client's normal start-up errors).",
+    help="Debug log output (-vv: also the Kafka client's normal start-up errors, and each "
+    "of its repeated errors, which are otherwise shown once every 30 s with a count).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only (no INFO lines).")
 def cli(verbose: int, quiet: bool) -> None:

@@ -10,7 +10,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from faust.transport.drivers import aiokafka as driver
 
-from cli.main import _quiet_kafka_start_up
+from cli.kafka_log import quiet_kafka_start_up
 from processors.app import create_app
 from processors.config import analytics_config
 from processors.fetching import _ConsumerThread
@@ -22,7 +22,7 @@ def test_faust_logging_setup_keeps_the_start_up_noise_filter(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     before = logging.root.handlers[:]
     command_handler = logging.StreamHandler()
-    command_handler.addFilter(_quiet_kafka_start_up)
+    command_handler.addFilter(quiet_kafka_start_up)
     logging.root.handlers = [command_handler]
     try:
         settings = Settings(namespace="logfilter", metrics_port=0)
