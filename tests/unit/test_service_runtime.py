@@ -18,10 +18,11 @@ def test_start_up_is_frozen_collections_spaced_out_threads_switched_sooner() -> 
     before = gc.get_threshold()
     switch_before = sys.getswitchinterval()
     built_at_start_up = [[i] for i in range(1_000)]  # containers the collector tracks
+    sys.setswitchinterval(0.005)  # Python's default: an earlier test may have tuned this process
     try:
         tune_for_latency()
         assert gc.get_threshold() == (YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
-        assert sys.getswitchinterval() == SWITCH_INTERVAL_S < switch_before
+        assert sys.getswitchinterval() == SWITCH_INTERVAL_S
         assert gc.get_freeze_count() >= len(built_at_start_up)
         cycle: list[object] = []
         cycle.append(cycle)  # a cycle made after start-up is still collected
