@@ -373,8 +373,8 @@ async def publish_phases(
             print(
                 f"  warming up: {first.rate:,.0f} ticks/s for {warm_up_s:g} s ...", file=sys.stderr
             )
-            warm = Phase("warm-up", first.rate, warm_up_s, first.breaks_per_s)
-            await publisher.publish(market.ticks(warm))
+            steady = Phase("warm-up", first.rate, warm_up_s, first.breaks_per_s)
+            await publisher.publish(market.ticks(steady))
             await publisher.publish(market.ticks(Phase("gap", 100, gap_s, 0)))
         else:
             await publisher.publish(market.ticks(Phase("gap", 100, 2, 0)))

@@ -37,8 +37,8 @@ class RepeatedKafkaErrors(logging.Filter):
         super().__init__()
         self._window_s = window_s
         self._clock = clock
-        self._shown_at: dict[tuple[str, object], float] = {}
-        self._held: dict[tuple[str, object], int] = {}
+        # per message format: when it was last shown, and how many were held back since
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
         self._last: tuple[logging.LogRecord, bool] | None = None  # one record, many handlers
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -48,16 +48,16 @@ class RepeatedKafkaErrors(logging.Filter):
             return self._last[1]
         key = (record.name, record.msg)
         now = self._clock()
-        shown_at = self._shown_at.get(key)
-        show = shown_at is None or now - shown_at >= self._window_s
-        if show:
-            held = self._held.pop(key, 0)
+        shown_at, held = self._seen.get(key, (None, 0))
+        if shown_at is not None and now - shown_at < self._window_s:
+            self._seen[key] = (shown_at, held + 1)
+            show = False
+        else:
             if held and shown_at is not None:
                 since_s = now - shown_at
                 record.msg = f"{record.getMessage()} (and {held} more like it in {since_s:.0f} s)"
                 record.args = ()
-            self._shown_at[key] = now
-        else:
-            self._held[key] = self._held.get(key, 0) + 1
+            self._seen[key] = (now, 0)
+            show = True
         self._last = (record, show)
         return show
