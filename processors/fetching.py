@@ -1,16 +1,25 @@
-"""Faust's Kafka transport with a short fetch wait (see ``LIVE_FETCH_WAIT_MS``).
+"""Faust's Kafka transport, its consumer run in the app's own event loop, polling with a
+short fetch wait (see ``LIVE_FETCH_WAIT_MS``).
 
-Faust builds its worker consumer with ``fetch_max_wait_ms=1500`` and no setting to change
+Faust runs its consumer in a thread of its own, with an event loop of its own: every
+fetch then crosses between two threads twice, and the two loops take turns at the
+interpreter (the switch interval) on every batch. At a desk's rates most of the
+processor's time went there, not to the analytics. aiokafka is asynchronous through and
+through, so the consumer's service is run here as a task of the app's loop instead
+(``_InLoop``); the calls Faust queues for it are then served by the same loop.
+
+Faust also builds that consumer with ``fetch_max_wait_ms=1500`` and no setting to change
 it; with a quiet partition beside a busy one, that long poll holds back the busy one's
 next fetch (aiokafka's one fetch in flight per broker), so ticks waited up to 1.5 s
-before the processor saw them. These subclasses change that one value, on the
-consumer Faust has just built (before it starts, when aiokafka reads it), and keep the
-consumer thread from printing tracebacks for a broker lost while it starts. The app also
-says when Faust waits for the events taken to be acked (``LiveApp.waiting_for_acks``).
+before the processor saw them. The consumer's wait is set on the consumer Faust has just
+built (before it starts, when aiokafka reads it). A broker lost while the consumer starts
+prints no traceback. The app also says when Faust waits for the events taken to be acked
+(``LiveApp.waiting_for_acks``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -21,26 +30,52 @@ from processors.broker_errors import broker_away
 from tickstream.kafka_io import LIVE_FETCH_WAIT_MS
 
 
+class _InLoop:
+    """Takes the place of mode's worker thread: runs the consumer's service as a task of
+    the loop it was built on, which is the app's."""
+
+    def __init__(self, service: _ConsumerThread) -> None:
+        self.service = service
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            await self.service._serve()
+        except Exception:  # already reported (on_crash) and raised where it was started
+            self.service.set_shutdown()
+
+    def stop(self) -> None:
+        """The service has shut down when this is called: nothing to join."""
+
+    def is_alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    Worker = _InLoop  # type: ignore[assignment]
+
+    def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
+
+    async def _gather_remaining_tasks(self) -> None:
+        """mode cancels every task left on the thread's loop, which is the app's here: the
+        consumer's own tasks end with it (aiokafka stops them), the app's must not."""
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = LIVE_FETCH_WAIT_MS  # read by its fetcher at start
         return consumer
 
-    # A broker lost while this thread starts also fails the worker's start, which
-    # run_worker reports in one line and waits out; mode would add two tracebacks on stderr.
+    # A broker lost while the consumer starts also fails the worker's start, which
+    # run_worker reports in one line and waits out; mode would add a traceback on stderr.
 
     def on_crash(self, msg: str, *fmt: Any, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]  # mode prints its own report and the traceback
         if exc is None or not broker_away(exc):
             super().on_crash(msg, *fmt, **kwargs)
-
-    def _start_thread(self) -> None:
-        try:
-            super()._start_thread()
-        except Exception as exc:  # raised on, Python's thread hook would print it
-            if not broker_away(exc):
-                raise
 
 
 class _Consumer(driver.Consumer):

@@ -3,17 +3,17 @@ and a broker lost while it starts reaches the user in one line, without a traceb
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from faust.transport.drivers import aiokafka as driver
 
 from cli.kafka_log import quiet_kafka_start_up
 from processors.app import create_app
 from processors.config import analytics_config
-from processors.fetching import _ConsumerThread
+from processors.fetching import _ConsumerThread, _InLoop
 from processors.worker import _Worker
 from tickstream.settings import Settings
 
@@ -68,22 +68,42 @@ def record_with(exc: BaseException) -> logging.LogRecord:
     )
 
 
-def test_consumer_thread_lost_to_the_broker_ends_without_raising(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Raised out of the thread, an error reaches Python's thread hook, which prints it."""
-    raised: list[Exception] = []
+def test_a_consumer_that_fails_to_start_leaves_no_stray_task_error() -> None:
+    """The consumer's service runs as a task of the app's loop: its failure is reported where
+    it is started (the worker's start), so the task itself ends quietly, shut down."""
 
-    def fail(_self: object) -> None:
-        raise raised[-1]
+    class Failing:
+        shut_down = False
 
-    monkeypatch.setattr(driver.AIOKafkaConsumerThread, "_start_thread", fail)
-    thread = object.__new__(_ConsumerThread)  # _start_thread's wrapper uses nothing of it
-    raised.append(KafkaConnectionError("Unable to bootstrap"))
-    thread._start_thread()  # ends quietly: the worker's start reports the same error
-    raised.append(ValueError("a bug"))
-    with pytest.raises(ValueError):
-        thread._start_thread()
+        async def _serve(self) -> None:
+            raise KafkaConnectionError("Unable to bootstrap")
+
+        def set_shutdown(self) -> None:
+            self.shut_down = True
+
+    async def run() -> tuple[bool, BaseException | None, bool]:
+        service = Failing()
+        worker = _InLoop(service)  # type: ignore[arg-type]
+        worker.start()
+        assert worker.is_alive()
+        await asyncio.sleep(0.01)
+        task = worker._task
+        assert task is not None and task.done()
+        return service.shut_down, task.exception(), worker.is_alive()
+
+    assert asyncio.run(run()) == (True, None, False)
+
+
+def test_the_consumer_runs_in_the_apps_loop(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(namespace="inloop", metrics_port=0)
+
+    async def build() -> bool:
+        app = create_app(settings, analytics_config(settings, {}))
+        thread = app.consumer._new_consumer_thread()
+        return thread.thread_loop is asyncio.get_running_loop() and thread.Worker is _InLoop
+
+    assert asyncio.run(build())
 
 
 @pytest.mark.parametrize(
