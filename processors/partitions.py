@@ -17,8 +17,6 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-import orjson
-
 from processors.config import state_settings
 from processors.core import (
     Incoming,
@@ -26,6 +24,7 @@ from processors.core import (
     ProcessorCore,
     StepOutput,
     check_restorable,
+    decode_state,
 )
 from processors.kernels.analytics import AnalyticsConfig
 from processors.state_store import load_snapshots, state_key
@@ -150,5 +149,5 @@ async def check_state(settings: Settings) -> int:
     shaping = state_settings(settings)
     blobs = await load_snapshots(settings.kafka_bootstrap, topics.processor_state)
     for blob in blobs.values():
-        check_restorable(settings.namespace, orjson.loads(blob), current, shaping)
+        check_restorable(settings.namespace, decode_state(blob), current, shaping)
     return len(blobs)

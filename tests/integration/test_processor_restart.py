@@ -69,10 +69,11 @@ async def publish_lines(
 async def state_offsets(settings: Settings) -> int:
     """Ticks-topic messages reflected in the processor's latest snapshot."""
     from processors.app import load_snapshots
+    from processors.core import decode_state
 
     topic = Topics(settings.namespace).processor_state
     blobs = await load_snapshots(settings.kafka_bootstrap, topic)
-    return sum(v + 1 for blob in blobs.values() for v in orjson.loads(blob)["applied"].values())
+    return sum(v + 1 for blob in blobs.values() for v in decode_state(blob)["applied"].values())
 
 
 async def wait_until_sunk(settings: Settings, run_id: str, timeout_s: float = 120) -> None:

@@ -32,6 +32,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from group_stream import SETTINGS, ticks, write_csv
 
+from processors.core import decode_state
 from processors.state_store import load_snapshots
 from tests.integration.test_chdb_http import PASSWORD, start_owner, stop_owner
 from tests.integration.test_processor_restart import LEDGER, TABLES, publish_lines
@@ -189,7 +190,7 @@ def wait_for_state_of_every_partition(p: Pipeline, timeout_s: float = 120) -> No
     deadline = time.monotonic() + timeout_s
     while True:
         blobs = asyncio.run(load_snapshots(p.settings.kafka_bootstrap, topic))
-        progress = {q: orjson.loads(b)["applied"].get(str(q), -1) for q, b in blobs.items()}
+        progress = {q: decode_state(b)["applied"].get(str(q), -1) for q, b in blobs.items()}
         if len(progress) == p.settings.partitions and min(progress.values()) >= 0:
             return
         assert time.monotonic() < deadline, f"no state for every partition\n{p.logs()}"

@@ -12,14 +12,13 @@ import asyncio
 import random
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from group_stream import SETTINGS, layout, ticks
 
 from processors.checkpoints import Checkpoints
 from processors.config import analytics_config
-from processors.core import Incoming, Outgoing, ProcessorCore
+from processors.core import Incoming, Outgoing, ProcessorCore, decode_state
 from processors.outbox import Outbox
 from processors.partitions import PartitionCores
 from tickstream import contracts
@@ -84,7 +83,7 @@ def test_a_capture_is_the_state_when_taken(seed: int) -> None:
     held = sum(
         len(clock["held"])
         for blob, _ in captures
-        for clock in orjson.loads(blob)["analytics"]["ordering"]["clocks"].values()
+        for clock in decode_state(blob)["analytics"]["ordering"]["clocks"].values()
     )
     assert held > 100  # the captures did hold ticks back (the part encoded later)
     for then, encode in captures:  # encoded only now, after every later batch
@@ -185,7 +184,7 @@ def test_batches_go_on_while_a_snapshot_is_on_its_way() -> None:
         await batch(checkpoints, split, outbox, second)  # puts the snapshot, does not wait
         (snapshot,) = [m for m in sent if m.topic == TOPICS.processor_state]
         assert sent.index(snapshot) >= outputs_of_first  # behind the outputs it reflects
-        assert orjson.loads(snapshot.value)["applied"] == {"0": first[-1].offset}
+        assert decode_state(snapshot.value)["applied"] == {"0": first[-1].offset}
         assert acked == []  # nothing acked before the broker confirms the snapshot
         await batch(checkpoints, split, outbox, third)  # still unconfirmed: goes on
         assert acked == []
@@ -203,7 +202,7 @@ def test_batches_go_on_while_a_snapshot_is_on_its_way() -> None:
             await save
         assert acked == first + second + third
         last = [m for m in sent if m.topic == TOPICS.processor_state][-1]
-        assert orjson.loads(last.value)["applied"] == {"0": third[-1].offset}
+        assert decode_state(last.value)["applied"] == {"0": third[-1].offset}
 
     asyncio.run(main())
 

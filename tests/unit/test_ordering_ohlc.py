@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles import ordering_oracle
 
+from processors.core import _held_json
 from processors.kernels.analytics import Analytics, AnalyticsConfig
 from processors.kernels.ohlc import OhlcKernel
 from tickstream.model import Tick
@@ -66,13 +68,20 @@ def streams(draw: st.DrawFn) -> list[Tick]:
     return out
 
 
-def run_in_batches(ticks: list[Tick], cuts: list[int], snapshot_at: int | None):
+def run_in_batches(
+    ticks: list[Tick], cuts: list[int], snapshot_at: int | None, captured: bool = False
+):
+    """``captured``: the snapshot as the processor writes it (held ticks in their saved
+    forms, in arrival order), through its encoder."""
     analytics = Analytics(AnalyticsConfig(allowed_lateness_ms=LATENESS_MS))
     rows, late = [], []
     bounds = sorted({0, len(ticks), *[c % (len(ticks) + 1) for c in cuts]})
     for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
         if snapshot_at is not None and i == snapshot_at:
-            state = analytics.snapshot()
+            if captured:
+                state = orjson.loads(orjson.dumps(analytics.snapshot(True), default=_held_json))
+            else:
+                state = analytics.snapshot()
             analytics = Analytics(AnalyticsConfig(allowed_lateness_ms=LATENESS_MS))
             analytics.restore(state)
         step = analytics.update(ticks[a:b])
@@ -83,9 +92,14 @@ def run_in_batches(ticks: list[Tick], cuts: list[int], snapshot_at: int | None):
 
 
 @settings(max_examples=100, deadline=None)
-@given(streams(), st.lists(st.integers(0, 400), max_size=8), st.none() | st.integers(0, 8))
-def test_bars_and_late_ticks_match_reference(ticks, cuts, snapshot_at) -> None:  # type: ignore[no-untyped-def]
-    rows, late = run_in_batches(ticks, cuts, snapshot_at)
+@given(
+    streams(),
+    st.lists(st.integers(0, 400), max_size=8),
+    st.none() | st.integers(0, 8),
+    st.booleans(),
+)
+def test_bars_and_late_ticks_match_reference(ticks, cuts, snapshot_at, captured) -> None:  # type: ignore[no-untyped-def]
+    rows, late = run_in_batches(ticks, cuts, snapshot_at, captured)
     accepted, expected_late = reference_accept(ticks, LATENESS_MS)
     assert late == expected_late
     got = {

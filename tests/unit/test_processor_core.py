@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from processors.core import Incoming, ProcessorCore
+from processors.core import Incoming, ProcessorCore, decode_state
 from processors.kernels.analytics import AnalyticsConfig
 from tickstream import contracts
 from tickstream.model import Tick
@@ -126,3 +126,18 @@ def test_a_single_json_tick_per_message_is_processed() -> None:
     docs = [orjson.loads(m.value) for m in sent if m.topic == TOPICS.aggregates]
     bars = [(d["ts_ms"], d["ticks"]) for d in docs if d.get("kind") == "bar_1m"]
     assert bars == [(T0, 3), (T0 + 60_000, 3), (T0 + 120_000, 1)]
+
+
+def test_a_snapshot_is_deflated_and_one_written_before_still_restores() -> None:
+    config = AnalyticsConfig(allowed_lateness_ms=3_600_000)
+    core = ProcessorCore(TOPICS, config, 2, clock_ms=lambda: T0)
+    core.step(messages(0, 8))  # 400 ticks, 1 s apart, an hour of lateness: all still held
+    blob = core.snapshot()
+    state = decode_state(blob)
+    plain = orjson.dumps(state)
+    assert blob[:1] != b"{" and len(blob) * 5 < len(plain)  # held ticks deflate well
+    assert sum(len(c["held"]) for c in state["analytics"]["ordering"]["clocks"].values()) == 400
+    for written in (blob, plain):  # plain JSON: a snapshot from before compression
+        again = ProcessorCore(TOPICS, config, 2)
+        again.restore(written)
+        assert decode_state(again.snapshot()) == state

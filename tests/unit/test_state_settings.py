@@ -11,7 +11,7 @@ import pytest
 
 import processors.partitions
 from processors.config import analytics_config, state_settings
-from processors.core import Incoming, ProcessorCore, StateSettingsChanged
+from processors.core import Incoming, ProcessorCore, StateSettingsChanged, decode_state
 from processors.partitions import check_state
 from tickstream import contracts
 from tickstream.groups import GroupLayout
@@ -73,7 +73,7 @@ def test_the_same_settings_spelt_differently_and_applied_ones_restore() -> None:
 
 def test_a_snapshot_from_before_the_check_restores() -> None:
     blob = snapshot_after_ticks()
-    state = orjson.loads(blob)
+    state = decode_state(blob)
     del state["settings"]
     core(level_steps="XAU:50").restore(orjson.dumps(state))
 
