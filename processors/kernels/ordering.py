@@ -83,8 +83,6 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Protocol
 
-import orjson
-
 from tickstream.model import Tick
 
 END_OF_TIME_MS = 2**62
@@ -147,8 +145,6 @@ class _SymbolClock:
     newest_ms: int = -END_OF_TIME_MS  # newest accepted tick's stamp (candidates: yes, beats: no)
     candidates: list[list[int]] = field(default_factory=list)  # [ts, arrival, confirmations]
     held: Held = field(default_factory=list)
-    # each held tick's saved form by arrival number, encoded once as it is held (HeldTicks)
-    saved: dict[int, bytes] = field(default_factory=dict)
     # the watcher's quiet band (see ArrivalWatcher); not state: a restored clock is loud
     quiet_lo: float = LOUD[0]
     quiet_hi: float = LOUD[1]
@@ -235,7 +231,6 @@ class Reorderer:
         get = clocks.get
         arrivals = self._arrivals
         watch = watcher is not None
-        encode = orjson.dumps
         for tick in ticks:
             ts = tick.ts_ms
             symbol = tick.symbol
@@ -276,7 +271,6 @@ class Reorderer:
                 held.append((ts, arrivals, tick, tick.price))  # in order: the common case
             else:
                 insort(held, (ts, arrivals, tick, tick.price))
-            clock.saved[arrivals] = encode((ts, arrivals, tick_state(tick)))
             touched[symbol] = clock
         self._arrivals = arrivals
         return late
@@ -340,12 +334,8 @@ class Reorderer:
             held = clock.held
             cut = bisect_right(held, (clock.max_ts_ms - clock.lateness_ms, END_OF_TIME_MS))
             if cut:
-                gone = held[:cut]
-                released.add(symbol, [entry[2] for entry in gone])
+                released.add(symbol, [entry[2] for entry in held[:cut]])
                 del held[:cut]
-                forget = clock.saved.pop
-                for entry in gone:
-                    forget(entry[1])
         self._touched = {}
         return released
 
@@ -356,7 +346,6 @@ class Reorderer:
             if clock.held:
                 released.add(symbol, [entry[2] for entry in clock.held])
             clock.held = []
-            clock.saved = {}
             clock.floor_ms = max(clock.floor_ms, clock.newest_ms)
             # what was flushed is final, candidates too (a heartbeat may be past them all)
             clock.max_ts_ms = max(clock.max_ts_ms, clock.newest_ms)
@@ -366,7 +355,7 @@ class Reorderer:
 
     def snapshot(self, deferred: bool = False) -> dict[str, Any]:
         """The state as plain data; ``deferred``: each symbol's held ticks as a
-        ``HeldTicks`` capture of their saved forms instead, joined only when encoded."""
+        ``HeldTicks`` capture instead, converted only when encoded (``HeldTicks.state``)."""
         return {
             "arrivals": self._arrivals,
             "clocks": {
@@ -375,7 +364,7 @@ class Reorderer:
                     "floor_ms": c.floor_ms,
                     "newest_ms": c.newest_ms,
                     "candidates": [list(candidate) for candidate in c.candidates],
-                    "held": HeldTicks(list(c.saved.values())) if deferred else _held_state(c.held),
+                    "held": HeldTicks(c.held.copy()) if deferred else HeldTicks(c.held).state(),
                 }
                 for symbol, c in self._clocks.items()
             },
@@ -384,8 +373,7 @@ class Reorderer:
     def restore(self, state: dict[str, Any]) -> None:
         """Restore held ticks, clocks and candidates; lateness and max_jump_ms come from
         this Reorderer's settings (a snapshot from before clock jumps were checked has
-        no candidates, and its clock is its newest tick). Held ticks may be saved in any
-        order (a capture lists them in arrival order)."""
+        no candidates, and its clock is its newest tick)."""
         self._arrivals = state["arrivals"]
         self._clocks = {}
         self._touched = {}
@@ -395,38 +383,28 @@ class Reorderer:
             clock.floor_ms = c["floor_ms"]
             clock.newest_ms = c.get("newest_ms", c["max_ts_ms"])
             clock.candidates = [list(candidate) for candidate in c.get("candidates", [])]
-            held = sorted(_ticks(c["held"]))  # (ts_ms, arrival) is unique: ticks never compared
-            clock.held = [(ts, n, tick, tick.price) for ts, n, tick in held]
-            clock.saved = {n: orjson.dumps((ts, n, tick_state(tick))) for ts, n, tick in held}
+            clock.held = [(ts, n, tick, tick.price) for ts, n, tick in _ticks(c["held"])]
             self._clocks[symbol] = clock
 
 
 class HeldTicks:
-    """A symbol's held ticks captured for a snapshot: their saved forms, each encoded as the
-    tick was held.
+    """A symbol's held ticks captured for a snapshot, not yet in their saved form.
 
     With 2 s of lateness at 20k ticks/s a symbol holds 40,000 ticks, and converting them
-    takes over 1 µs a tick. Converted at each snapshot (every few hundred milliseconds),
-    each tick was converted several times over, in bursts of tens of milliseconds that
-    held the interpreter from the processor's batches: most of a desk's p99 at that rate.
-    Encoded once as they are held, a capture is one copy of a list (a C call), and its
-    encoding one join. Not a dataclass: orjson would encode one as an object of its
-    fields, where the snapshot's encoder must be asked (core.py).
+    takes about 1 µs a tick: too long to hold the processor's batches up for. A copy of
+    the list is a consistent capture for one C call (its entries are immutable), so the
+    conversion can wait, and run elsewhere. Not a dataclass: orjson would encode one as
+    an object of its fields, where the snapshot's encoder must be asked (core.py).
     """
 
-    __slots__ = ("saved",)
+    __slots__ = ("entries",)
 
-    def __init__(self, saved: list[bytes]) -> None:
-        self.saved = saved
+    def __init__(self, entries: Held) -> None:
+        self.entries = entries
 
-    def json(self) -> bytes:
-        """The held ticks as a JSON array of [ts_ms, arrival, tick fields]."""
-        return b"[" + b",".join(self.saved) + b"]"
-
-
-def _held_state(held: Held) -> list[list[Any]]:
-    """Held ticks in their saved form, as plain data: [ts_ms, arrival, tick fields]."""
-    return [[ts, n, list(tick_state(t))] for ts, n, t, _ in held]
+    def state(self, start: int = 0, stop: int | None = None) -> list[list[Any]]:
+        """The saved form of ``entries[start:stop]``: [ts_ms, arrival, tick fields]."""
+        return [[ts, n, tick_state(t)] for ts, n, t, _ in self.entries[start:stop]]
 
 
 def _ticks(saved: list[list[Any]]) -> list[tuple[int, int, Tick]]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles import ordering_oracle
 
-from processors.core import _held_json
+from processors.core import SnapshotEncoder, decode_state
 from processors.kernels.analytics import Analytics, AnalyticsConfig
 from processors.kernels.ohlc import OhlcKernel
 from tickstream.model import Tick
@@ -71,15 +70,14 @@ def streams(draw: st.DrawFn) -> list[Tick]:
 def run_in_batches(
     ticks: list[Tick], cuts: list[int], snapshot_at: int | None, captured: bool = False
 ):
-    """``captured``: the snapshot as the processor writes it (held ticks in their saved
-    forms, in arrival order), through its encoder."""
+    """``captured``: the snapshot as the processor writes it, through its encoder."""
     analytics = Analytics(AnalyticsConfig(allowed_lateness_ms=LATENESS_MS))
     rows, late = [], []
     bounds = sorted({0, len(ticks), *[c % (len(ticks) + 1) for c in cuts]})
     for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
         if snapshot_at is not None and i == snapshot_at:
             if captured:
-                state = orjson.loads(orjson.dumps(analytics.snapshot(True), default=_held_json))
+                state = decode_state(SnapshotEncoder().encode(analytics.snapshot(True)))
             else:
                 state = analytics.snapshot()
             analytics = Analytics(AnalyticsConfig(allowed_lateness_ms=LATENESS_MS))
