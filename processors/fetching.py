@@ -3,10 +3,10 @@ short fetch wait (see ``LIVE_FETCH_WAIT_MS``).
 
 Faust runs its consumer in a thread of its own, with an event loop of its own: every
 fetch then crosses between two threads twice, and the two loops take turns at the
-interpreter (the switch interval) on every batch. At a desk's rates most of the
-processor's time went there, not to the analytics. aiokafka is asynchronous through and
-through, so the consumer's service is run here as a task of the app's loop instead
-(``_InLoop``); the calls Faust queues for it are then served by the same loop.
+interpreter (the switch interval) on every batch; at a desk's rates that was about a
+tenth of the processor's CPU. aiokafka is asynchronous through and through, so the
+consumer's service is run here as a task of the app's loop instead (``_InLoop``); the
+calls Faust queues for it are then served by the same loop.
 
 Faust also builds that consumer with ``fetch_max_wait_ms=1500`` and no setting to change
 it; with a quiet partition beside a busy one, that long poll holds back the busy one's
