@@ -402,9 +402,10 @@ class HeldTicks:
     def __init__(self, entries: Held) -> None:
         self.entries = entries
 
-    def state(self, start: int = 0, stop: int | None = None) -> list[list[Any]]:
-        """The saved form of ``entries[start:stop]``: [ts_ms, arrival, tick fields]."""
-        return [[ts, n, tick_state(t)] for ts, n, t, _ in self.entries[start:stop]]
+    def state(self) -> list[list[Any]]:
+        """The saved form: [ts_ms, arrival, tick fields] per tick (the encoder in core.py
+        makes the same, converting each tick once)."""
+        return [[ts, n, tick_state(t)] for ts, n, t, _ in self.entries]
 
 
 def _ticks(saved: list[list[Any]]) -> list[tuple[int, int, Tick]]:
