@@ -429,8 +429,10 @@ class Runner:
                     producer_task = None
                 await asyncio.sleep(1.0)
         finally:
-            if producer_task is not None:
+            if producer_task is not None:  # its publisher stops its producer before we go on
                 producer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await producer_task
 
     async def _simulate(self) -> None:
         from producers.simulator import simulate

@@ -240,10 +240,16 @@ class Publisher:
         self.heartbeats = HeartbeatSender(settings, self._partition, clock_ms) if beat else None
 
     async def __aenter__(self) -> Publisher:
-        await self._producer.start()
-        self._batches = _PartitionBatches(self._producer, self._max_in_flight)
-        for topic in (self.topics.ticks, self.topics.dlq):
-            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        try:
+            await self._producer.start()
+            self._batches = _PartitionBatches(self._producer, self._max_in_flight)
+            for topic in (self.topics.ticks, self.topics.dlq):
+                self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        except BaseException:
+            # no __aexit__ follows a failed (or cancelled: a Ctrl-C right after start-up)
+            # __aenter__, and an unstopped producer leaks its connections
+            await self._producer.stop()
+            raise
         self._linger_task = asyncio.create_task(self._linger())
         self._linger_task.add_done_callback(_report_linger_failure)
         if self.heartbeats is not None:

@@ -197,12 +197,14 @@ class ClickHouseSink:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        try:
+            if self._consumer is not None:
+                await self._consumer.stop()
+                self._consumer = None
+        finally:  # the consumer failing to leave its group must not leak the producer
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
 
     def close(self) -> None:
         if self._ch is not None:

@@ -226,3 +226,19 @@ def test_every_input_lands_exactly_once(kafka_bootstrap: str, spec: list) -> Non
         if in_ticks:  # consume one copy: exactly-once per input
             landed_ticks[(f["symbol"], f["ts"], f["price"])] -= 1
     assert sum(landed_ticks.values()) == 0
+
+
+async def test_a_publisher_cancelled_while_it_starts_leaves_no_producer_open(
+    settings: Settings,
+) -> None:
+    """Ctrl-C just after a run's banner cancels its simulator inside the publisher's
+    ``__aenter__``, where no ``__aexit__`` follows: the producer must be stopped there
+    (or aiokafka reports it unclosed as the process exits, after the run's last line)."""
+    publisher = Publisher(settings, Validator(ValidationConfig()))
+    entering = asyncio.create_task(publisher.__aenter__())
+    await asyncio.sleep(1.0)  # the namespace has no topics yet: it waits for them
+    assert not entering.done()
+    entering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await entering
+    assert publisher._producer._closed  # what aiokafka's __del__ checks before it reports

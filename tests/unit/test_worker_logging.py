@@ -86,9 +86,9 @@ def test_a_consumer_that_fails_to_start_leaves_no_stray_task_error() -> None:
         worker = _InLoop(service)  # type: ignore[arg-type]
         worker.start()
         assert worker.is_alive()
-        await asyncio.sleep(0.01)
         task = worker._task
-        assert task is not None and task.done()
+        assert task is not None
+        await asyncio.wait({task})
         return service.shut_down, task.exception(), worker.is_alive()
 
     assert asyncio.run(run()) == (True, None, False)
