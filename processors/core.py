@@ -37,10 +37,12 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -49,6 +51,7 @@ from processors.kernels.analytics import Analytics, AnalyticsConfig
 from processors.kernels.ordering import (
     HEARTBEAT_ADVANCED,
     HEARTBEAT_OUTCOMES,
+    Held,
     HeldTicks,
     tick_state,
 )
@@ -345,7 +348,7 @@ class ProcessorCore:
 
     def restore(self, blob: bytes) -> None:
         state = decode_state(blob)
-        self._encoder = SnapshotEncoder()  # arrival numbers are the restored state's from here
+        self._encoder = SnapshotEncoder()  # nothing of the old state is held any more
         check_restorable(self.topics.namespace, state, self.layout, self.state_settings)
         self.applied = {int(k): v for k, v in state["applied"].items()}
         self.eof_seen = {k: set(v) for k, v in state["eof_seen"].items()}
@@ -357,38 +360,70 @@ class SnapshotEncoder:
 
     Most of a big state is held ticks (with 2 s of lateness at 20k ticks/s, 40,000 of
     them), and most of those were already held at the last snapshot, a few hundred
-    milliseconds before. Converting them all again took 50-100 ms a snapshot, in a thread
-    that held the interpreter from the batches in slices; the saved form of a tick still
-    held is now taken from the last snapshot's (a held tick's arrival number names it for
-    as long as its core lives). Deflated, the held ticks shrink twentyfold (3.6 MB to
-    160 kB for 40,000): every byte of a snapshot is copied and checksummed on the event loop
-    when it is sent, then received and written by the broker, which shares the machine;
-    zlib lets other threads run while it works. Two encodings at once are safe: a saved
-    form depends only on its tick, so whichever last one is kept is right.
+    milliseconds before. Each symbol's held ticks are encoded in chunks of consecutive
+    ticks, and a chunk whose ticks are all still held, side by side, is taken as it was
+    last time: finding it is a bisection and a list comparison, both in C. Only the
+    ticks around a change are encoded again (the new ones at the end, the survivors of a
+    chunk partly released, a chunk a late tick was inserted into), a chunk at a time in
+    one orjson call. For 40,000 held ticks, 8,000 of them new, this takes about a fifth of
+    the interpreter time of converting each new tick and looking the others up one by
+    one (in a thread, but holding the interpreter the batches need). Deflated, the held
+    ticks shrink twentyfold (3.6 MB to 180 kB): every byte of a snapshot is copied and
+    checksummed on the event loop when it is sent, then written by the broker, which
+    shares the machine; zlib lets other threads run while it works.
+
+    A chunk's bytes depend only on its ticks, and a chunk is reused only when its ticks
+    compare equal: so two encodings at once are safe (whichever memo is kept last is
+    right), and so is a memo from before a restore.
     """
 
-    def __init__(self) -> None:
-        self._last: dict[int, bytes] = {}  # arrival number -> saved form, as of the last one
+    def __init__(self, chunk: int = 1024) -> None:
+        self._chunk = chunk  # ticks per chunk encoded at once: big enough to amortise a call
+        self._last: dict[str, list[_Chunk]] = {}  # symbol -> its chunks in the last snapshot
 
     def encode(self, state: dict[str, Any]) -> bytes:
         last = self._last
-        fresh: dict[int, bytes] = {}
+        fresh: dict[str, list[_Chunk]] = {}
 
         def held_json(obj: object) -> orjson.Fragment:
             if not isinstance(obj, HeldTicks):
                 raise TypeError(f"{type(obj).__name__} is not part of a snapshot")
-            forms = []
-            for ts, n, tick, _ in obj.entries:
-                form = last.get(n)
-                if form is None:
-                    form = orjson.dumps((ts, n, tick_state(tick)))
-                fresh[n] = form
-                forms.append(form)
-            return orjson.Fragment(b"[" + b",".join(forms) + b"]")
+            chunks = self._chunks(obj.entries, last.get(obj.symbol, ()))
+            fresh[obj.symbol] = chunks
+            return orjson.Fragment(b"[" + b",".join([data for _, data in chunks]) + b"]")
 
         raw = orjson.dumps(state, held_json, orjson.OPT_NON_STR_KEYS)
         self._last = fresh
         return zlib.compress(raw, 1)
+
+    def _chunks(self, entries: Held, previous: Sequence[_Chunk]) -> list[_Chunk]:
+        """``entries`` in chunks: the previous ones still intact, new ones for the rest.
+
+        Held ticks are kept in event order, and so are the chunks: a previous chunk can
+        only be found at or after the end of the last one found."""
+        out: list[_Chunk] = []
+        done, end = 0, len(entries)
+        for old, data in previous:
+            if done >= end:
+                break
+            at = bisect_left(entries, old[0][:2], lo=done, key=_ts_arrival)
+            if entries[at : at + len(old)] == old:
+                self._encode(entries, done, at, out)  # what is new or changed before it
+                out.append((old, data))
+                done = at + len(old)
+        self._encode(entries, done, end, out)
+        return out
+
+    def _encode(self, entries: Held, lo: int, hi: int, out: list[_Chunk]) -> None:
+        for i in range(lo, hi, self._chunk):
+            part = entries[i : min(i + self._chunk, hi)]
+            data = orjson.dumps([(ts, n, tick_state(tick)) for ts, n, tick, _ in part])
+            out.append((part, data[1:-1]))  # the chunk's items, without the brackets
+
+
+_ts_arrival = itemgetter(0, 1)  # a held tick's place: (ts_ms, arrival) is unique
+_Chunk = tuple[Held, bytes]
+"""Consecutive held ticks, and their items in the snapshot's JSON (comma-separated)."""
 
 
 def decode_state(blob: bytes) -> dict[str, Any]:

@@ -364,7 +364,9 @@ class Reorderer:
                     "floor_ms": c.floor_ms,
                     "newest_ms": c.newest_ms,
                     "candidates": [list(candidate) for candidate in c.candidates],
-                    "held": HeldTicks(c.held.copy()) if deferred else HeldTicks(c.held).state(),
+                    "held": HeldTicks(symbol, c.held.copy())
+                    if deferred
+                    else HeldTicks(symbol, c.held).state(),
                 }
                 for symbol, c in self._clocks.items()
             },
@@ -397,14 +399,15 @@ class HeldTicks:
     an object of its fields, where the snapshot's encoder must be asked (core.py).
     """
 
-    __slots__ = ("entries",)
+    __slots__ = ("symbol", "entries")
 
-    def __init__(self, entries: Held) -> None:
+    def __init__(self, symbol: str, entries: Held) -> None:
+        self.symbol = symbol  # the encoder's memo is per symbol
         self.entries = entries
 
     def state(self) -> list[list[Any]]:
         """The saved form: [ts_ms, arrival, tick fields] per tick (the encoder in core.py
-        makes the same, converting each tick once)."""
+        makes the same, in chunks it reuses from one snapshot to the next)."""
         return [[ts, n, tick_state(t)] for ts, n, t, _ in self.entries]
 
 
