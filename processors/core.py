@@ -53,7 +53,7 @@ from processors.kernels.ordering import (
     HEARTBEAT_OUTCOMES,
     Held,
     HeldTicks,
-    tick_state,
+    held_state,
 )
 from tickstream import metrics
 from tickstream.contracts import (
@@ -418,7 +418,7 @@ class SnapshotEncoder:
     def _encode(self, entries: Held, lo: int, hi: int, out: list[_Chunk]) -> None:
         for i in range(lo, hi, self._chunk):
             part = entries[i : min(i + self._chunk, hi)]
-            data = orjson.dumps([(ts, n, tick_state(tick)) for ts, n, tick, _ in part])
+            data = orjson.dumps(held_state(part))
             out.append((part, data[1:-1]))  # the chunk's items, without the brackets
 
 

@@ -364,9 +364,7 @@ class Reorderer:
                     "floor_ms": c.floor_ms,
                     "newest_ms": c.newest_ms,
                     "candidates": [list(candidate) for candidate in c.candidates],
-                    "held": HeldTicks(symbol, c.held.copy())
-                    if deferred
-                    else HeldTicks(symbol, c.held).state(),
+                    "held": HeldTicks(symbol, c.held.copy()) if deferred else held_state(c.held),
                 }
                 for symbol, c in self._clocks.items()
             },
@@ -405,10 +403,11 @@ class HeldTicks:
         self.symbol = symbol  # the encoder's memo is per symbol
         self.entries = entries
 
-    def state(self) -> list[list[Any]]:
-        """The saved form: [ts_ms, arrival, tick fields] per tick (the encoder in core.py
-        makes the same, in chunks it reuses from one snapshot to the next)."""
-        return [[ts, n, tick_state(t)] for ts, n, t, _ in self.entries]
+
+def held_state(entries: Held) -> list[tuple[int, int, tuple[Any, ...]]]:
+    """Held ticks in their saved form: (ts_ms, arrival, tick fields) each, a JSON array
+    in the snapshot (the encoder in core.py saves them so, a chunk at a time)."""
+    return [(ts, n, tick_state(t)) for ts, n, t, _ in entries]
 
 
 def _ticks(saved: list[list[Any]]) -> list[tuple[int, int, Tick]]:

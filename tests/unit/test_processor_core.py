@@ -143,9 +143,9 @@ def test_a_snapshot_is_deflated_and_one_written_before_still_restores() -> None:
         assert decode_state(again.snapshot()) == state
 
 
-def test_each_snapshot_is_exact_though_held_ticks_are_converted_once() -> None:
-    """Ticks still held from one snapshot to the next keep their converted form; released
-    ones leave, new ones join, and a restored core starts from its own arrivals."""
+def test_each_snapshot_is_exact_though_held_ticks_are_reused() -> None:
+    """Ticks still held from one snapshot to the next are taken from the last one's
+    chunks; released ones leave, new ones join, and a restored core starts afresh."""
     config = AnalyticsConfig(allowed_lateness_ms=100_000)  # ~100 ticks held, 50 move a step
     core = ProcessorCore(TOPICS, config, 2, clock_ms=lambda: T0)
     for message in messages(0, 8):
