@@ -476,17 +476,19 @@ dup_op = st.tuples(st.integers(0, 1), st.integers(-2_000, 2_000), st.integers(0,
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(dup_op, max_size=120), st.sampled_from([10**9, 3_000]))
-def test_duplicates_match_a_brute_force_set(ops, horizon_ms: int) -> None:
+@given(st.lists(dup_op, max_size=120), st.sampled_from([10**9, 3_000]), st.sampled_from([2_000, 2]))
+def test_duplicates_match_a_brute_force_set(ops, horizon_ms: int, spread_ms: int) -> None:
     """With the whole history inside the horizon a plain set is the oracle; beyond it the
-    validator may only forget (never invent) duplicates, and remembers only the horizon."""
+    validator may only forget (never invent) duplicates, and remembers only the horizon.
+    A narrow spread puts many ticks on one event time (a feed stamped coarsely)."""
     config = ValidationConfig(duplicate_horizon_ms=horizon_ms, spike_filter=False)
     validator = Validator(config, now_ms=now)
     seen: set[tuple[object, ...]] = set()
     history: dict[str, list[int]] = {"A": [], "B": []}  # per symbol: the horizon is per symbol
     for pos, (sym_i, jitter, price_i, with_seq) in enumerate(ops):
+        ts_ms = T0 + jitter % (2 * spread_ms + 1) - spread_ms
         fields = tick_fields(
-            100.0 + price_i, T0 + jitter, ("A", "B")[sym_i], seq=price_i if with_seq else None
+            100.0 + price_i, ts_ms, ("A", "B")[sym_i], seq=price_i if with_seq else None
         )
         identity = (fields["symbol"], fields["ts"], fields["price"], None, fields.get("seq"))
         out = validator.feed(raw(pos, fields))
