@@ -111,6 +111,11 @@ def create_app(
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         stream_buffer_maxsize=16_384,
+        # no Faust tables, so nothing to stand by for; a standby replica would only make
+        # the assignor keep up to ceil(partitions / workers) each where they are, and a
+        # worker joining a running group could be left idle (seen: 3 workers, 4
+        # partitions, 2/2/0). With none, each keeps down to floor(...) and all work.
+        table_standby_replicas=0,
     )
     ticks = app.topic(topics.ticks, key_serializer="raw", value_serializer="raw")
     cores = PartitionCores(
