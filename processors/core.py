@@ -389,14 +389,12 @@ class SnapshotEncoder:
 
     def encode(self, state: dict[str, Any]) -> bytes:
         last = self._last
-        fresh: dict[str, list[_Chunk]] = {}
-        held: list[list[_Chunk]] = []  # in the order orjson meets them
+        fresh: dict[str, list[_Chunk]] = {}  # in the order orjson meets them
 
         def held_json(obj: object) -> orjson.Fragment:
             if not isinstance(obj, HeldTicks):
                 raise TypeError(f"{type(obj).__name__} is not part of a snapshot")
-            chunks = fresh[obj.symbol] = self._chunks(obj.entries, last.get(obj.symbol, ()))
-            held.append(chunks)
+            fresh[obj.symbol] = self._chunks(obj.entries, last.get(obj.symbol, ()))
             return orjson.Fragment(_NUL)  # orjson never writes a NUL itself: strings escape it
 
         raw = orjson.dumps(state, held_json, orjson.OPT_NON_STR_KEYS)
@@ -404,7 +402,7 @@ class SnapshotEncoder:
         texts = raw.split(_NUL)  # the state around its held ticks
         pieces = [PIECES]
         text = texts[0]
-        for chunks, after in zip(held, texts[1:], strict=True):
+        for chunks, after in zip(fresh.values(), texts[1:], strict=True):
             text += b"["
             for i, (_, piece) in enumerate(chunks):
                 if i:

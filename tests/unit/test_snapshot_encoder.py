@@ -8,13 +8,11 @@ the ones a memo holds).
 
 from __future__ import annotations
 
-import zlib
-
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.core import PIECES, SnapshotEncoder, decode_state
+from processors.core import SnapshotEncoder, decode_state
 from processors.kernels.analytics import Analytics, AnalyticsConfig
 from tickstream.model import Tick
 
@@ -66,16 +64,3 @@ def test_every_snapshot_equals_the_plain_state(
     assert decode_state(encoder.encode({"analytics": analytics.snapshot(deferred=True)}))[
         "analytics"
     ] == plain(analytics)
-
-
-def test_snapshots_written_before_the_pieces_still_restore() -> None:
-    """A running namespace holds snapshots of the earlier formats: a zlib stream of the
-    whole JSON, and plain JSON before that. Each reads back as the same state."""
-    analytics = Analytics(AnalyticsConfig(allowed_lateness_ms=LATENESS_MS))
-    analytics.update([Tick("XAU", T0 + i * 100, 100.0 + i % 7, recv_ms=T0) for i in range(200)])
-    state = {"analytics": plain(analytics)}
-    text = orjson.dumps(state)
-    pieces = SnapshotEncoder(chunk=16).encode({"analytics": analytics.snapshot(deferred=True)})
-    assert pieces.startswith(PIECES)
-    for blob in (pieces, zlib.compress(text, 1), text):
-        assert decode_state(blob) == state
