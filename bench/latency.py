@@ -77,9 +77,9 @@ GOLD = "XAU"
 REF = "REF"
 GOLD_START = 5050.0
 
-# one observed record_break frame: (client ms, symbol, record, ts_ms, price, status,
-# recv_ms or None, created_ms or None)
-Frame = tuple[float, str, str, int, float, str, int | None, int | None]
+# one observed record_break frame: (client ms, signal id, symbol, record, ts_ms, price,
+# status, recv_ms or None, created_ms or None)
+Frame = tuple[float, str, str, str, int, float, str, int | None, int | None]
 
 
 def _free_port() -> int:
@@ -152,6 +152,7 @@ async def _client(url: str, tick_symbols: list[str], ready: Any, stop: Any) -> d
                 frames.append(
                     (
                         now,
+                        str(doc.get("id")),
                         str(doc.get("symbol")),
                         str(doc.get("record")),
                         int(doc.get("ts_ms") or 0),
@@ -211,7 +212,7 @@ class Phase:
     end_ms: int = 0
     ticks: int = 0
     aths: int = 0
-    levels: int = 0  # $100 levels crossed upwards (one level_up row each)
+    levels: int = 0  # levels crossed upwards, each grid apart (one level_up row each)
     wall_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds in the phase
 
@@ -222,6 +223,7 @@ class GoldMarket:
 
     ath_step: float
     ref_rate: float
+    level_steps: tuple[float, ...]  # gold's level grids, as the processor has them
     hi: float = GOLD_START
     seq: int = 0
     ref_seq: int = 0
@@ -236,7 +238,7 @@ class GoldMarket:
             price = self.hi
             self.made[(GOLD, now, price)] = now
             phase.aths += 1
-            phase.levels += int(self.hi // 100) - int(before // 100)
+            phase.levels += sum(self.hi // s > before // s for s in self.level_steps)
         elif self.hi > GOLD_START:
             price = round(self.hi - 0.01 * (1 + self.seq % 97), 2)  # just under the high
         else:
@@ -406,18 +408,27 @@ def _phase_of(phases: list[Phase], recv_ms: float) -> Phase | None:
     return None
 
 
+def distinct_frames(frames: list[Frame]) -> tuple[list[Frame], int]:
+    """The frames without repeats, and how many repeats there were. A repeat is the same
+    signal id in the same status; not the same symbol, record, ts_ms and price, which two
+    signals share when gold crosses $6,000: a $100 level and a $1,000 level at once."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for frame in frames:
+        key = (frame[1], frame[6])
+        if key not in seen:
+            seen.add(key)
+            kept.append(frame)
+    return kept, len(frames) - len(kept)
+
+
 def report(
     phases: list[Phase], market: GoldMarket, result: dict[str, Any], args: argparse.Namespace
 ) -> None:
     by_phase: dict[str, dict[str, Any]] = {p.name: {} for p in phases}
-    seen: set[tuple[Any, ...]] = set()
-    unmatched = duplicates = 0
-    for now, symbol, record, ts_ms, price, status, recv, created in result["frames"]:
-        key = (symbol, record, ts_ms, price, status)
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
+    frames, duplicates = distinct_frames(result["frames"])
+    unmatched = 0
+    for now, _, symbol, record, ts_ms, price, status, recv, created in frames:
         if recv is None:
             recv = market.made.get((symbol, ts_ms, price))
         phase = _phase_of(phases, recv) if recv is not None else None
@@ -445,11 +456,12 @@ def report(
             up.append(created - recv)
             down.append(now - created)
 
+    grids = ", ".join(f"${step:,g}" for step in market.level_steps)
     for phase in phases:
         print(
             f"\n{phase.rate:,.0f} ticks/s (achieved {phase.ticks / phase.wall_s:,.0f}/s over "
-            f"{phase.wall_s:.1f} s): {phase.aths} all-time highs and {phase.levels} $100 "
-            "levels published"
+            f"{phase.wall_s:.1f} s): {phase.aths} all-time highs and {phase.levels} level "
+            f"crossings ({grids} grids) published"
         )
         statuses = by_phase[phase.name]
         usual = ("provisional", "confirmed")
@@ -568,7 +580,9 @@ def main(argv: list[str] | None = None) -> None:
         if broker is not None:
             children.pids["broker"] = broker
         load = os.getloadavg()
-        market = GoldMarket(args.ath_step, args.ref_rate)
+        market = GoldMarket(
+            args.ath_step, args.ref_rate, settings.parsed_level_steps().get(GOLD, ())
+        )
         phases = [Phase(f"{r:g}/s", r, args.seconds, args.breaks_per_s) for r in rates]
         gap_s = args.allowed_lateness_ms / 1000 + 2.0
         accepted, rejected = asyncio.run(
