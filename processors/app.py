@@ -51,6 +51,7 @@ from processors.state_store import STATE_KEY, STATE_MAX_BYTES, load_snapshots, s
 from processors.worker import load_seeds, run_worker, topics_ready
 from tickstream import metrics
 from tickstream.groups import GroupLayout
+from tickstream.service_runtime import PacedCollections
 from tickstream.settings import ConfigError, Settings
 from tickstream.topics import Topics
 
@@ -127,6 +128,7 @@ def create_app(
         state_settings=state_settings(settings),
     )
     running: list[Checkpoints] = []  # the agent's, once it runs: rebalances release through it
+    collect_when_due = PacedCollections()
     group = topics.group("processor")
     batch_size = settings.processor_batch
     within_s = settings.processor_batch_ms / 1000
@@ -191,6 +193,7 @@ def create_app(
                         metrics.PROCESSOR_BATCH.observe(len(events))
                         metrics.PROCESSOR_BATCH_SECONDS.observe(time.perf_counter() - started)
                     report_lag(app, group, topics.ticks, cores.applied)
+                    collect_when_due()
         finally:
             # Faust's stop waits until every event taken is acked or forgotten (a weak set):
             # a failed agent's unacked events must not outlive it here
