@@ -35,6 +35,7 @@ from producers.validation import REASONS, Row, Validator
 from tickstream import metrics
 from tickstream.contracts import encode_end_of_input, encode_tick_rows
 from tickstream.groups import GroupLayout
+from tickstream.service_runtime import PacedCollections
 from tickstream.settings import Settings
 from tickstream.topics import Topics
 
@@ -216,6 +217,7 @@ class Publisher:
         on_rejection: Callable[[Rejection], None] | None = None,
         producer_options: dict[str, Any] | None = None,
         clock_ms: Callable[[], float] = monotonic_ms,
+        collect_when_due: Callable[[], object] | None = None,  # None: PacedCollections()
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.namespace)
@@ -236,6 +238,7 @@ class Publisher:
         self._counted: dict[tuple[str, str], int] = {}  # (source, symbol) -> in the counter
         self._linger_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()  # something is pending: the linger task ships it
+        self._collect_when_due = collect_when_due or PacedCollections()
         beat = settings.heartbeat_ms > 0  # 0: no heartbeats
         self.heartbeats = HeartbeatSender(settings, self._partition, clock_ms) if beat else None
 
@@ -313,6 +316,7 @@ class Publisher:
             await self._ship_pending(count)
             if self._batches is not None:
                 await self._batches.submit_all()
+            self._collect_when_due()
 
     def _count_published(self) -> None:
         """Prometheus counters are updated at most ten times a second, not per tick (hot path).

@@ -87,3 +87,25 @@ async def test_a_busy_source_still_fills_its_messages(settings: Settings) -> Non
     messages = await messages_on_ticks(settings, 5_000)
     # 500 ticks a message: 5 per symbol (a tick per yield would have made 50 or more)
     assert len(messages) <= 12
+
+
+async def test_each_shipment_is_followed_by_a_paced_collection(settings: Settings) -> None:
+    """The linger loop is where the publisher offers its collector a turn (between
+    shipments, when no batch is being built): see ``PacedCollections``."""
+    await ensure_topics(settings)
+    offered: list[int] = []
+
+    async def paced() -> AsyncIterator[RawTick]:
+        for n in range(3):
+            yield tick(n)
+            await asyncio.sleep(0.05)  # a quiet spell: each tick leaves on its own
+
+    async with Publisher(
+        settings,
+        Validator(ValidationConfig()),
+        linger_ms=1,
+        collect_when_due=lambda: offered.append(len(offered)),
+    ) as publisher:
+        await publisher.publish(paced())
+    await messages_on_ticks(settings, 3)
+    assert len(offered) >= 3
