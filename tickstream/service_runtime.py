@@ -61,16 +61,16 @@ class PacedCollections:
     ``tickstream bench latency`` at 20k ticks/s (three runs), such a pause was behind 2 of
     the 3 slowest in each run, and each pause delayed about two breaks.
 
-    Paced at ``young_every_s`` from the loop, between batches (when a batch's own objects
-    are gone), a young collection finds only the ticks held since the last: 400 at 20k
-    ticks/s, under a millisecond. It adds no work: each held tick is still scanned once
+    Paced at ``young_every_s`` from the loop, between batches (none half-processed), a
+    young collection finds only the ticks held since the last: 400 at 20k ticks/s, mostly
+    under a millisecond. It adds no work: each held tick is still scanned once
     while young. Those it finds alive move to the older generation, which only a full
     collection scans again, so that comes seldom (``full_every_s``), and cycles made
     garbage after their first young collection wait for it: memory, against the desk's
     milliseconds. The automatic collections stay as they are, for a loop that stalls.
-    Measured in three pairs at 20k ticks/s: processor pauses at most 6-9 ms instead of
-    43-86, provisional p99 15.3 / 18.6 / 23.1 ms instead of 15.1 / 14.5 / 40.2, max
-    27-32 instead of 46-93.
+    Measured in three alternating pairs at 20k ticks/s: the processor's longest pause 7-9
+    ms instead of 35-61, provisional max 24-25 ms instead of 45-53, p99 14.5-16.8 instead
+    of 16.5-17.2.
 
     The publisher's loop paces its own for the same reason, smaller: the identities it
     remembers for duplicates (5 minutes of ticks) made a young collection every 2.4 s at
@@ -94,7 +94,7 @@ class PacedCollections:
         self._next_full = now + full_every_s
 
     def __call__(self) -> None:
-        """Collect if one is due (call where the loop has dropped its batch)."""
+        """Collect if one is due (call between two batches of the loop)."""
         now = self._clock()
         if now < self._next_young:
             return
