@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -65,7 +66,7 @@ from producers.publisher import Publisher
 from producers.records import RawTick
 from producers.validation import ValidationConfig, Validator
 from tickstream import kafka_local
-from tickstream.kafka_io import ensure_topics
+from tickstream.kafka_io import delete_namespace_topics, ensure_topics
 from tickstream.service_runtime import tune_for_latency
 from tickstream.settings import Settings, default_of, envvar
 
@@ -529,6 +530,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--linger-ms", type=int, default=None, help="the Publisher's (default: its)")
     ap.add_argument("--partitions", type=int, default=int(_setting("partitions")))
     ap.add_argument("--kafka-bootstrap", default=_setting("kafka_bootstrap"))
+    ap.add_argument(
+        "--keep-topics",
+        action="store_true",
+        help="keep the run's topics on the broker (default: deleted at the end)",
+    )
     args = ap.parse_args(argv)
     args.tick_symbols = [s for s in args.tick_symbols.split(",") if s.strip()]
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -595,6 +601,15 @@ def main(argv: list[str] | None = None) -> None:
         client.join(30)
     finally:
         children.stop()
+        if not args.keep_topics:
+            try:
+                asyncio.run(delete_namespace_topics(settings))
+            except Exception as exc:  # the figures still come: say what is left behind
+                print(
+                    f"the run's topics ({settings.namespace}.*) were not deleted: {exc!r}",
+                    file=sys.stderr,
+                )
+            shutil.rmtree(ROOT / ".tickstream" / "faust" / settings.namespace, ignore_errors=True)
         if started_broker:
             kafka_local.broker("down", settings.kafka_port, check=False)
 

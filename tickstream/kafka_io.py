@@ -77,6 +77,22 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
         await admin.close()
 
 
+async def delete_namespace_topics(settings: Settings) -> list[str]:
+    """Delete every topic of the namespace (those of ``Topics`` and Faust's own, all named
+    ``<namespace>.*``); returns their names. For scratch namespaces, such as a benchmark's
+    run: left behind, a day of benchmarks left 1,822 topics and 11 GB on the local broker."""
+    prefix = f"{settings.namespace}."
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await _connect(admin, settings.kafka_bootstrap, 1)
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
 async def _connect(admin: AIOKafkaAdminClient, bootstrap: str, attempts: int) -> None:
     """Start ``admin``, retrying once a second; say at once, in one line, that it waits.
 

@@ -1,17 +1,21 @@
 """`tickstream bench latency` runs end to end at a tiny rate and prints its figures.
 
 No timing is asserted: only that the whole pipeline (processor, gateway, a websockets
-client) was started, that record breaks reached the client and that each section of the
-report is there.
+client) was started, that record breaks reached the client, that each section of the
+report is there, and that the run's topics are gone from the broker afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.test_backfill import topics
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,3 +39,6 @@ def test_latency_bench_prints_figures(kafka_bootstrap: str) -> None:
     assert "p50" in confirmed and "p99" in confirmed and "max" in confirmed
     assert "retractions" in out
     assert "tick REF" in out
+    namespace = re.search(r"namespace (latency\w+)", out)
+    assert namespace is not None
+    assert not [t for t in asyncio.run(topics(kafka_bootstrap)) if t.startswith(namespace[1])]
