@@ -416,7 +416,7 @@ def distinct_frames(frames: list[Frame]) -> tuple[list[Frame], int]:
     seen: set[tuple[str, str]] = set()
     kept = []
     for frame in frames:
-        key = (frame[1], frame[6])
+        key = (frame[1], frame[6])  # (signal id, status): see Frame
         if key not in seen:
             seen.add(key)
             kept.append(frame)
@@ -457,7 +457,7 @@ def report(
             up.append(created - recv)
             down.append(now - created)
 
-    grids = ", ".join(f"${step:,g}" for step in market.level_steps)
+    grids = ", ".join(f"${step:,g}" for step in market.level_steps) or "no"  # none set
     for phase in phases:
         print(
             f"\n{phase.rate:,.0f} ticks/s (achieved {phase.ticks / phase.wall_s:,.0f}/s over "

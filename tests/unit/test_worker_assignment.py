@@ -7,6 +7,9 @@ tables, so nothing to keep standbys of).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from faust.assignor.client_assignment import CopartitionedAssignment
 from faust.assignor.copartitioned_assignor import CopartitionedAssignor
 
@@ -16,7 +19,9 @@ from tickstream.settings import Settings
 from tickstream.topics import Topics
 
 
-def test_a_worker_joining_two_that_share_four_partitions_gets_some(tmp_path, monkeypatch) -> None:
+def test_a_worker_joining_two_that_share_four_partitions_gets_some(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     settings = Settings(namespace="assign", metrics_port=0, partitions=4)
     app = create_app(settings, analytics_config(settings, {}))
