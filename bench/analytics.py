@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench.scratch import drop_scratch
 from processors.kernels.analytics import Analytics, AnalyticsConfig
 from producers.publisher import make_producer
 from producers.simulator import SimulatorConfig, generate
@@ -188,6 +189,8 @@ async def bench_naive(bootstrap: str, ticks: list[Tick], partitions: int = 3) ->
     finally:
         _stop(worker, "the naive agent")
         datadir.cleanup()
+        # its topics and Faust's own (named after the app, "<base>.in.naive...")
+        await drop_scratch(Settings(kafka_bootstrap=bootstrap, namespace=base))
 
 
 async def run(ticks_n: int, bootstrap: str, naive_n: int) -> None:
@@ -198,9 +201,12 @@ async def run(ticks_n: int, bootstrap: str, naive_n: int) -> None:
     settings = Settings(
         kafka_bootstrap=bootstrap, namespace="bench" + uuid.uuid4().hex[:8], metrics_port=0
     )
-    faust_rate = await bench_faust(settings, ticks[: min(len(ticks), 500_000)])
-    print(f"tickstream processor (Faust, batched), broker   : {faust_rate:12,.0f} ticks/s")
-    naive = await bench_naive(bootstrap, ticks[:naive_n])
+    try:
+        faust_rate = await bench_faust(settings, ticks[: min(len(ticks), 500_000)])
+        print(f"tickstream processor (Faust, batched), broker   : {faust_rate:12,.0f} ticks/s")
+        naive = await bench_naive(bootstrap, ticks[:naive_n])
+    finally:  # not before: the broker would delete its files while the naive agent runs
+        await drop_scratch(settings, Path.cwd())  # the processor's working directory
     print(f"naive per-event Faust agent (running max only)  : {naive:12,.0f} ticks/s")
     print(f"processor / naive                               : {faust_rate / naive:12.1f}x")
 

@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -62,11 +61,12 @@ from typing import Any
 
 import orjson
 
+from bench.scratch import drop_scratch
 from producers.publisher import Publisher
 from producers.records import RawTick
 from producers.validation import ValidationConfig, Validator
 from tickstream import kafka_local
-from tickstream.kafka_io import delete_namespace_topics, ensure_topics
+from tickstream.kafka_io import ensure_topics
 from tickstream.service_runtime import tune_for_latency
 from tickstream.settings import Settings, default_of, envvar
 
@@ -602,14 +602,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         children.stop()
         if not args.keep_topics:
-            try:
-                asyncio.run(delete_namespace_topics(settings))
-            except Exception as exc:  # the figures still come: say what is left behind
-                print(
-                    f"the run's topics ({settings.namespace}.*) were not deleted: {exc!r}",
-                    file=sys.stderr,
-                )
-            shutil.rmtree(ROOT / ".tickstream" / "faust" / settings.namespace, ignore_errors=True)
+            asyncio.run(drop_scratch(settings))
         if started_broker:
             kafka_local.broker("down", settings.kafka_port, check=False)
 

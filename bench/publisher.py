@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
+from bench.scratch import drop_scratch
 from producers.publisher import Publisher, make_producer
 from producers.records import RawTick, Rejection, Verdicts
 from producers.simulator import SimulatorConfig, generate
@@ -110,21 +111,27 @@ async def main() -> None:
     coarse = _stamped_to_the_second(raws)
     print(f"{args.ticks:,} simulated ticks, broker {args.kafka_bootstrap}, {args.rounds} rounds")
     best = dict.fromkeys(("raw", "transport", "publisher", "coarse"), float("inf"))
-    for round_ in range(args.rounds):
-        for name in best:
-            settings = Settings(
-                kafka_bootstrap=args.kafka_bootstrap,
-                metrics_port=0,
-                namespace=f"bench{uuid.uuid4().hex[:8]}",
-            )
-            await ensure_topics(settings)
-            if name == "raw":
-                t = await raw_send_batch(settings, values)
-            else:
-                ticks = coarse if name == "coarse" else raws
-                t = await publisher_run(settings, ticks, validate=name != "transport")
-            best[name] = min(best[name], t)
-            print(f"  round {round_ + 1} {name:9s} {args.ticks / t:12,.0f} ticks/s")
+    scratch: list[Settings] = []  # deleted once every round is timed
+    try:
+        for round_ in range(args.rounds):
+            for name in best:
+                settings = Settings(
+                    kafka_bootstrap=args.kafka_bootstrap,
+                    metrics_port=0,
+                    namespace=f"bench{uuid.uuid4().hex[:8]}",
+                )
+                await ensure_topics(settings)
+                scratch.append(settings)
+                if name == "raw":
+                    t = await raw_send_batch(settings, values)
+                else:
+                    ticks = coarse if name == "coarse" else raws
+                    t = await publisher_run(settings, ticks, validate=name != "transport")
+                best[name] = min(best[name], t)
+                print(f"  round {round_ + 1} {name:9s} {args.ticks / t:12,.0f} ticks/s")
+    finally:
+        for settings in scratch:
+            await drop_scratch(settings)
     rate = {name: args.ticks / t for name, t in best.items()}
     print(f"raw aiokafka send_batch          : {rate['raw']:10,.0f} ticks/s (best round)")
     print(
