@@ -23,6 +23,7 @@ from tickstream.contracts import OutputRow, RecordBreak, RollingBreak, SignalEve
 from tickstream.contracts.rows import key_members, row_from_doc, signal_id_of
 
 _NEVER = -(2**63)
+_LATEST = 2**63
 
 Key = tuple[Any, ...]
 """(kind, *identity, price): what ``signal_id`` hashes; pending signals are keyed by it."""
@@ -91,6 +92,9 @@ class Ledger:
         # what a retraction names as the signal re-issued in its place
         self.exact: dict[tuple[Any, ...], tuple[Any, tuple[str, ...]]] = {}
         self.events: list[SignalEvent] = []
+        # per set of members, at most the event time of their oldest pending signal: no
+        # pending signal can be final before the members' watermarks pass it (``_due``)
+        self._oldest: dict[tuple[str, ...], int] = {}
 
     def announce(
         self,
@@ -106,6 +110,7 @@ class Ledger:
         sid = signal_id_of(key)
         json = orjson.dumps(row).decode()
         self.pending[key] = Pending(sid, row, json, recv_ms, arrival, members)
+        self._note_pending(members, row.ts_ms)
         self.events.append(_event(sid, "provisional", row, recv_ms, now_ms, 0, "", json))
 
     def settle(
@@ -146,13 +151,32 @@ class Ledger:
             done[key] = (members, sig.ts_ms)
             if sig.kind == "record_break" and sig.record in _REPLACEABLE:
                 exact[exact_key(sig)] = (sig, members)
-        for key, p in list(pending.items()):
-            if final or all(marks.get(m, _NEVER) > p.row.ts_ms for m in p.members):
-                del pending[key]
-                why = reason(p)
-                events.append(_event(p.id, "retracted", p.row, p.recv_ms, now_ms, 1, why, p.json))
+        if final or self._due(marks):
+            self._oldest = {}
+            for key, p in list(pending.items()):
+                if final or all(marks.get(m, _NEVER) > p.row.ts_ms for m in p.members):
+                    del pending[key]
+                    why = reason(p)
+                    events.append(
+                        _event(p.id, "retracted", p.row, p.recv_ms, now_ms, 1, why, p.json)
+                    )
+                else:
+                    self._note_pending(p.members, p.row.ts_ms)
         self._prune(marks, final)
         return events
+
+    def _note_pending(self, members: tuple[str, ...], ts_ms: int) -> None:
+        if ts_ms < self._oldest.get(members, _LATEST):
+            self._oldest[members] = ts_ms
+
+    def _due(self, marks: Mapping[str, int]) -> bool:
+        """Whether a pending signal may have become final: checked per set of members, not
+        per signal (2 s of a rising market's signals are hundreds, and this runs on every
+        batch). Signals confirmed since leave ``_oldest`` behind, which only means a scan
+        that finds nothing."""
+        return any(
+            all(marks.get(m, _NEVER) > ts for m in members) for members, ts in self._oldest.items()
+        )
 
     def _prune(self, marks: Mapping[str, int], final: bool) -> None:
         if final:
@@ -190,6 +214,7 @@ class Ledger:
         for k, sid, json, recv, arrival, members in state["pending"]:
             row: Any = row_from_doc(orjson.loads(json))
             ledger.pending[tuple(k)] = Pending(sid, row, json, recv, arrival, tuple(members))
+            ledger._note_pending(tuple(members), row.ts_ms)
         ledger.done = {tuple(k): (tuple(m), ts) for k, m, ts in state["done"]}
         for json, members in state["exact"]:
             row = row_from_doc(orjson.loads(json))

@@ -11,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 from hypothesis import HealthCheck, event, given, settings
@@ -28,6 +29,7 @@ from oracles import (
 
 from processors.kernels import live as live_module
 from processors.kernels.analytics import Analytics, AnalyticsConfig
+from processors.kernels.live_ledger import Ledger
 from processors.kernels.records import RecordConfig, RecordSeed
 from processors.kernels.rolling import RollingConfig
 from tickstream.contracts import SignalEvent, row_from_doc, signal_id
@@ -223,6 +225,34 @@ def test_out_of_order_streams_confirm_exactly_and_end_every_provisional(
         event(f"{status} events: {'some' if n else 'none'}")
     if any(e.status == "confirmed" and not e.announced for e in run.events):
         event("unannounced confirmation")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    streams=streams_strategy,
+    lateness=lateness_strategy,
+    by_symbol=st.dictionaries(st.sampled_from(["XAU", "XAG", "C"]), lateness_strategy),
+    span_ms=st.sampled_from([0, 1_000, 20_000]),
+    share=st.sampled_from([0.2, 0.5]),
+    seed=st.integers(0, 2**32),
+    cuts=st.lists(st.integers(0, 200), max_size=8),
+    snapshot_at=st.none() | st.integers(0, 9),
+)
+def test_each_retraction_comes_at_the_step_a_scan_of_every_pending_signal_finds_it(
+    streams, lateness, by_symbol, span_ms, share, seed, cuts, snapshot_at
+):
+    """The ledger looks for final signals only when a set of members' watermarks passed
+    their oldest pending one: the events, and the step of each, are those of checking
+    every pending signal at every step."""
+    rnd = random.Random(seed)
+    arrivals = jumble(interleave(streams, rnd), rnd, share, reach=12)
+    config = make_config(lateness, by_symbol, span_ms=span_ms)
+    run = drive(config, arrivals, cuts, snapshot_at)
+    with patch.object(Ledger, "_due", lambda self, marks: True):
+        every_step = drive(config, arrivals, cuts, snapshot_at)
+    assert run.events == every_step.events
+    if any(e.status == "retracted" and e.emitted_ms < 999_999 for e in run.events):
+        event("retracted before the flush")
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
