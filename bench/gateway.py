@@ -197,7 +197,9 @@ def main() -> None:
     )
     args = ap.parse_args()
 
+    from bench.scratch import drop_scratch
     from tickstream import kafka_local
+    from tickstream.settings import Settings
 
     if not kafka_local.reachable(args.kafka_bootstrap):
         sys.exit(f"no broker at {args.kafka_bootstrap}: `tickstream kafka up` first")
@@ -269,6 +271,8 @@ def main() -> None:
             gateway.wait(15)
         except subprocess.TimeoutExpired:
             gateway.kill()
+        scratch = Settings(kafka_bootstrap=args.kafka_bootstrap, namespace=namespace)
+        asyncio.run(drop_scratch(scratch))
 
     window = args.seconds
     cpu = (after["cpu_user_s"] + after["cpu_system_s"]) - (

@@ -24,11 +24,13 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.analytics import _eof_messages, _send_all, simulated_ticks
+from bench.scratch import drop_scratch
 from tickstream import contracts
 from tickstream.kafka_io import ensure_topics
 from tickstream.model import Tick
@@ -150,17 +152,23 @@ async def run(ticks_n: int, groups: int, bootstrap: str) -> None:
     print(f"simulating {ticks_n:,} ticks over {groups + 1} symbol groups ...", file=sys.stderr)
     ticks = spread_over_groups(simulated_ticks(ticks_n), groups)
     rates: dict[int, float] = {}
-    for workers in (1, 2):
-        print(f"{workers} worker(s) on {PARTITIONS} partitions ...", file=sys.stderr)
-        rate, settings, procs = await throughput(bootstrap, ticks, workers)
-        rates[workers] = rate
-        print(f"{f'processor, {workers} worker(s)':<44}: {rate:12,.0f} ticks/s")
-        try:
-            if workers == 2:
-                took = await recovery(settings, procs)
-                print(f"{'recovery: kill -> last taken-over partition':<44}: {took:12.2f} s")
-        finally:
-            stop(procs)
+    scratch: list[Settings] = []  # deleted at the end: not while the next load runs
+    try:
+        for workers in (1, 2):
+            print(f"{workers} worker(s) on {PARTITIONS} partitions ...", file=sys.stderr)
+            rate, settings, procs = await throughput(bootstrap, ticks, workers)
+            scratch.append(settings)
+            rates[workers] = rate
+            print(f"{f'processor, {workers} worker(s)':<44}: {rate:12,.0f} ticks/s")
+            try:
+                if workers == 2:
+                    took = await recovery(settings, procs)
+                    print(f"{'recovery: kill -> last taken-over partition':<44}: {took:12.2f} s")
+            finally:
+                stop(procs)
+    finally:
+        for settings in scratch:
+            await drop_scratch(settings, Path.cwd())  # the workers' working directory
     print(f"{'2 workers / 1 worker':<44}: {rates[2] / rates[1]:12.2f}x")
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import clickhouse_connect
 import orjson
 
+from bench.scratch import drop_scratch
 from cli.progress import progress_printer
 from producers.publisher import make_producer
 from sinks.clickhouse_sink import Block, ClickHouseSink, Inserter
@@ -243,6 +244,7 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tickstream-bench-sink-"))
     client = clickhouse_connect.get_client(dsn=f"chdb://{workdir / 'chdb'}")
     ch = ClickHouse(client)
+    scratch: list[Settings] = []  # each round's namespace, deleted at the end
     try:
         rows = make_ticks(args.ticks)
         values = messages(rows)
@@ -261,6 +263,7 @@ async def main() -> None:
                 metrics_port=0,
                 sink_batch_rows=args.batch_rows,
             )
+            scratch.append(settings)
             run_id = uuid.uuid4().hex
             await prepublish(settings, values, run_id)
             bare_db = f"bare_{tag}"
@@ -289,6 +292,8 @@ async def main() -> None:
     finally:
         ch.close()
         shutil.rmtree(workdir, ignore_errors=True)
+        for settings in scratch:
+            await drop_scratch(settings)
         if started_broker:
             kafka_local.broker("down", int(bootstrap.rsplit(":", 1)[1]), check=False)
 
