@@ -9,9 +9,9 @@ consumer's service is run here as a task of the app's loop instead (``_InLoop``)
 the calls Faust delegates to it (a fetch, a commit) are awaited where they are made. Faust
 would still hand each call to a queue, served by worker tasks of the same loop, and its
 result back, each hand-over a write to the loop's wake-up pipe: hundreds of fetches a
-second, whatever the tick rate. Called directly, the processor took about 6% less CPU
-than the producer's same work (three alternating pairs of ``tickstream bench latency``
-at 1k and 20k ticks/s, processor/producer CPU 1.53-1.81 against 1.62-1.94).
+second, whatever the tick rate. Called directly, the processor's CPU against the
+producer's in the same run fell from 1.62-1.94 to 1.53-1.81 (three alternating pairs of
+``tickstream bench latency`` at 1k and 20k ticks/s).
 
 Faust also builds that consumer with ``fetch_max_wait_ms=1500`` and no setting to change
 it; with a quiet partition beside a busy one, that long poll holds back the busy one's
