@@ -1,4 +1,6 @@
-"""The desk path's consumers poll with the short fetch wait, not the clients' defaults."""
+"""The processor's Faust consumer as the desk path wants it: polling with the short fetch
+wait, not the clients' defaults, and the calls Faust delegates to it made where they are
+awaited."""
 
 from __future__ import annotations
 
