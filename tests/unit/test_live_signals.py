@@ -181,19 +181,24 @@ streams_strategy = st.fixed_dictionaries(
 lateness_strategy = st.sampled_from([0, 1, 999, 2_000, 30_000])
 # 0: none; the others end within many streams (a random stream spans up to ~40 minutes)
 warmup_strategy = st.sampled_from([0, 0, 1_000, 30_000, 120_000])
+by_symbol_strategy = st.dictionaries(st.sampled_from(["XAU", "XAG", "C"]), lateness_strategy)
+span_strategy = st.sampled_from([0, 1_000, 20_000])
+seed_strategy = st.integers(0, 2**32)
+cuts_strategy = st.lists(st.integers(0, 200), max_size=8)  # batch bounds, mod the length
+snapshot_strategy = st.none() | st.integers(0, 9)  # the batch before which it restarts
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     streams=streams_strategy,
     lateness=lateness_strategy,
-    by_symbol=st.dictionaries(st.sampled_from(["XAU", "XAG", "C"]), lateness_strategy),
+    by_symbol=by_symbol_strategy,
     hysteresis=st.sampled_from([0.0, 0.001, 0.05]),
-    span_ms=st.sampled_from([0, 1_000, 20_000]),
+    span_ms=span_strategy,
     share=st.sampled_from([0.05, 0.2, 0.5]),
-    seed=st.integers(0, 2**32),
-    cuts=st.lists(st.integers(0, 200), max_size=8),
-    snapshot_at=st.none() | st.integers(0, 9),
+    seed=seed_strategy,
+    cuts=cuts_strategy,
+    snapshot_at=snapshot_strategy,
     warmup_ms=warmup_strategy,
 )
 def test_out_of_order_streams_confirm_exactly_and_end_every_provisional(
@@ -231,12 +236,12 @@ def test_out_of_order_streams_confirm_exactly_and_end_every_provisional(
 @given(
     streams=streams_strategy,
     lateness=lateness_strategy,
-    by_symbol=st.dictionaries(st.sampled_from(["XAU", "XAG", "C"]), lateness_strategy),
-    span_ms=st.sampled_from([0, 1_000, 20_000]),
+    by_symbol=by_symbol_strategy,
+    span_ms=span_strategy,
     share=st.sampled_from([0.2, 0.5]),
-    seed=st.integers(0, 2**32),
-    cuts=st.lists(st.integers(0, 200), max_size=8),
-    snapshot_at=st.none() | st.integers(0, 9),
+    seed=seed_strategy,
+    cuts=cuts_strategy,
+    snapshot_at=snapshot_strategy,
 )
 def test_each_retraction_comes_at_the_step_a_scan_of_every_pending_signal_finds_it(
     streams, lateness, by_symbol, span_ms, share, seed, cuts, snapshot_at
@@ -260,7 +265,7 @@ def test_each_retraction_comes_at_the_step_a_scan_of_every_pending_signal_finds_
     streams=streams_strategy,
     budget=st.sampled_from([0, 1, 3]),
     hysteresis=st.sampled_from([0.0, 0.05]),
-    seed=st.integers(0, 2**32),
+    seed=seed_strategy,
     cuts=st.lists(st.integers(0, 200), max_size=3),
     snapshot_at=st.none() | st.integers(0, 3),
     warmup_ms=warmup_strategy,
@@ -294,12 +299,12 @@ def test_past_the_resync_budget_the_shadow_catches_up_after_the_step(
 @given(
     streams=streams_strategy,
     lateness=lateness_strategy,
-    by_symbol=st.dictionaries(st.sampled_from(["XAU", "XAG", "C"]), lateness_strategy),
+    by_symbol=by_symbol_strategy,
     hysteresis=st.sampled_from([0.0, 0.001, 0.05]),
-    span_ms=st.sampled_from([0, 1_000, 20_000]),
-    seed=st.integers(0, 2**32),
-    cuts=st.lists(st.integers(0, 200), max_size=8),
-    snapshot_at=st.none() | st.integers(0, 9),
+    span_ms=span_strategy,
+    seed=seed_strategy,
+    cuts=cuts_strategy,
+    snapshot_at=snapshot_strategy,
     seeded=st.booleans(),
     warmup_ms=warmup_strategy,
 )
@@ -332,9 +337,9 @@ def test_in_order_streams_announce_everything_and_retract_nothing(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     streams=streams_strategy,
-    seed=st.integers(0, 2**32),
-    cuts=st.lists(st.integers(0, 200), max_size=8),
-    other_cuts=st.lists(st.integers(0, 200), max_size=8),
+    seed=seed_strategy,
+    cuts=cuts_strategy,
+    other_cuts=cuts_strategy,
     warmup_ms=warmup_strategy,
 )
 def test_ids_are_deterministic(streams, seed, cuts, other_cuts, warmup_ms):
