@@ -15,7 +15,7 @@ from tickstream.topics import Topics
 log = logging.getLogger(__name__)
 
 LIVE_FETCH_WAIT_MS = 10
-"""``fetch_max_wait_ms`` of the consumers on the desk path (processor, gateway).
+"""``fetch_max_wait_ms`` of the stream processor's consumer.
 
 aiokafka sends at most one fetch request to a broker at a time, and a partition whose
 records were just consumed is not in the one in flight: its next records wait until that
@@ -23,20 +23,41 @@ request returns, which a long poll on quiet partitions holds for the whole
 ``fetch_max_wait_ms`` (aiokafka's 500 ms, Faust's 1,500 ms). Measured as stalls of
 1.5 s in the desk latency at 5,000 ticks/s and a processor falling behind at 20,000 with
 its CPU mostly idle. A short poll bounds that wait; its price is an idle consumer asking
-the broker a hundred times a second."""
+the broker a hundred times a second.
+
+aiokafka leaves a partition out of a fetch only when its fetched records have waited,
+unconsumed, for its prefetch backoff (100 ms): Faust does that to a partition whose
+stream buffer is full. A consumer that takes every fetch's records at once is never
+caught so, and polls long (``SIGNALS_FETCH_WAIT_MS``)."""
+
+SIGNALS_FETCH_WAIT_MS = 500
+"""``fetch_max_wait_ms`` of the gateway's signals consumer: a long poll, which costs a
+signal nothing. With ``fetch_min_bytes=1`` the broker answers as soon as one record is
+there, and the gateway takes each fetch's records at once, so every fetch holds every
+partition (see ``LIVE_FETCH_WAIT_MS``). With 10 ms, an idle gateway asked the broker a
+hundred times a second for signals; with 500, twice. Over 30 s, an idle gateway took
+8.7-10.3% of a core instead of 14.2-14.7%, and 4.2-4.5% with the ticks' wait below too;
+the broker, serving it, 5.6-6.1% with both instead of 14.7-15.1%. The gateway hop's p99
+at 1k-20k ticks/s was no worse with both (5.4-10.2 ms against 6.5-13.1, two alternating
+pairs of ``bench latency``)."""
 
 BULK_FETCH_MIN_BYTES = 16 << 10
-BULK_FETCH_WAIT_MS = 5
-"""The gateway's fetches of ticks and aggregates: at least 16 KB, or whatever 5 ms gave.
+BULK_FETCH_WAIT_MS = 20
+"""The gateway's fetches of ticks and aggregates: at least 16 KB, or whatever 20 ms gave.
 
 With ``fetch_min_bytes=1`` the broker answers a fetch as soon as one message is there, so
 under load the gateway fetched without pause: writing fetch requests was a fifth of its
 profile at 20,000 ticks/s, and its signals shared those fetches. Signals have a consumer of
-their own that keeps the live poll, so this costs ticks at most 5 ms (and an idle gateway
-asks the broker two hundred times a second for ticks). Measured
-in alternating runs: the gateway hop's p99 at 20,000 ticks/s went from 36-48 ms to 18-23
-(45 in one run on a much busier machine); two consumers that both kept the live poll gave
-31-38 ms."""
+their own that keeps the live poll, so this costs ticks at most 20 ms, which the desks'
+default conflation (250 ms) hides. Measured in alternating runs: the gateway hop's p99 at
+20,000 ticks/s went from 36-48 ms to 18-23 (45 in one run on a much busier machine); two
+consumers that both kept the live poll gave 31-38 ms. The wait was 5 ms at first, but
+16 KB is some 10 ms of ticks at 20,000 a second (about 70 bytes a tick): the gateway
+fetched ticks two hundred times a second at every rate, and the broker answered each. At
+20 ms, in three alternating pairs of full ``bench latency`` runs, at 1,000 ticks/s the
+gateway took 8-9% of a core instead of 18-20%, the broker 16-18% instead of 22-27%, and
+the record breaks' p99 was 13.6-15.0 ms against 15.1-19.5; plain ticks with no
+conflation took 7 ms more (p50 16.5-17.0 ms against 8.7-10.0)."""
 
 
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:

@@ -2,11 +2,11 @@
 
 Two aiokafka consumers, together assigned every partition of the three topics (no consumer
 group: each gateway instance sees everything and keeps no offsets), feed ``BoardState``
-and ``SignalLog`` and hand each message to the sessions: one for signals, polling live,
-and one for ticks and aggregates, fetching in bulk (``BULK_FETCH_MIN_BYTES``), so that a
-signal never waits behind a fetch of ticks. The signals topic is read whole
-(replays come from it); ticks and aggregates only their last ``backfill`` messages per
-partition, enough for the snapshot state.
+and ``SignalLog`` and hand each message to the sessions: one for signals, whose fetches
+return at their first record, and one for ticks and aggregates, fetching in bulk
+(``BULK_FETCH_MIN_BYTES``), so that a signal never waits behind a fetch of ticks. The
+signals topic is read whole (replays come from it); ticks and aggregates only their last
+``backfill`` messages per partition, enough for the snapshot state.
 
 Record and rolling breaks arrive twice on the signals topic: as ``signal_event`` rows
 (provisional at the tick, then confirmed or retracted) and as plain exact rows (for the
@@ -49,7 +49,7 @@ from tickstream.contracts import TICK_FIELDS, decode_ticks_message
 from tickstream.kafka_io import (
     BULK_FETCH_MIN_BYTES,
     BULK_FETCH_WAIT_MS,
-    LIVE_FETCH_WAIT_MS,
+    SIGNALS_FETCH_WAIT_MS,
     ensure_topics,
 )
 from tickstream.topics import Topics
@@ -99,7 +99,7 @@ class Feed:
         try:
             # signals must not wait on quiet partitions, nor behind a fetch of ticks
             for name, mine, wait_ms, min_bytes in (
-                ("signals", signals, LIVE_FETCH_WAIT_MS, 1),
+                ("signals", signals, SIGNALS_FETCH_WAIT_MS, 1),
                 ("market", market, BULK_FETCH_WAIT_MS, BULK_FETCH_MIN_BYTES),
             ):
                 self._consumers.append(await self._consumer(name, mine, wait_ms, min_bytes))

@@ -785,3 +785,38 @@ async def test_client_asking_without_reading_is_cut_off(
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
     finally:
         await gw.stop()
+
+
+async def test_every_signals_fetch_holds_every_partition(
+    kafka_bootstrap: str, namespace: str
+) -> None:
+    """The signals consumer polls long (``SIGNALS_FETCH_WAIT_MS``), which costs a signal
+    nothing only while every fetch it sends holds every partition: a partition left out
+    would wait for the long poll of the others. Signals on one partition of three, one at a
+    time, each awaited until the gateway has it."""
+    await ensure_topics(
+        Settings(kafka_bootstrap=kafka_bootstrap, namespace=namespace, partitions=3)
+    )
+    gw = await started(config(kafka_bootstrap, namespace, partitions=3))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0, acks="all")
+    await producer.start()
+    try:
+        fetcher = gw.feed._consumers[0]._fetcher  # the signals consumer's
+        fetched: list[set[int]] = []
+        proc_fetch_request = fetcher._proc_fetch_request
+
+        def recording(assignment: Any, node_id: int, request: Any) -> Any:
+            fetched.append({part[0] for _, parts in request.topics for part in parts})
+            return proc_fetch_request(assignment, node_id, request)
+
+        fetcher._proc_fetch_request = recording
+        signals = Topics(namespace).signals
+        for n in range(20):
+            row = record_break("XAU", "ath", 1_000 * (n + 1), 5_000.0 + n)
+            await producer.send_and_wait(signals, orjson.dumps(row), partition=0)
+            await until(lambda n=n: gw.counts["signals_in"] == n + 1)
+        assert len(fetched) >= 20  # a fetch at least for each signal
+        assert all(parts == {0, 1, 2} for parts in fetched), fetched
+    finally:
+        await producer.stop()
+        await gw.stop()
