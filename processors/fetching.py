@@ -1,5 +1,5 @@
-"""Faust's Kafka transport, its consumer run in the app's own event loop, polling with a
-short fetch wait (see ``LIVE_FETCH_WAIT_MS``).
+"""Faust's Kafka transport, its consumer run in the app's own event loop, with a fetcher
+that never leaves a partition out of a fetch (see ``HELD_RECORDS_BACKOFF_S``).
 
 Faust runs its consumer in a thread of its own, with an event loop of its own: every
 fetch then crosses between two threads twice, and the two loops take turns at the
@@ -14,10 +14,12 @@ producer's in the same run fell from 1.62-1.94 to 1.53-1.81 (three alternating p
 ``tickstream bench latency`` at 1k and 20k ticks/s).
 
 Faust also builds that consumer with ``fetch_max_wait_ms=1500`` and no setting to change
-it; with a quiet partition beside a busy one, that long poll holds back the busy one's
-next fetch (aiokafka's one fetch in flight per broker), so ticks waited up to 1.5 s
-before the processor saw them. The consumer's wait is set on the consumer Faust has just
-built (before it starts, when aiokafka reads it). A broker lost while the consumer starts
+it; with a quiet partition beside a busy one, and the busy one's records held while
+Faust's buffer was full, that long poll held back the busy one's next fetch (aiokafka's
+one fetch in flight per broker), so ticks waited up to 1.5 s before the processor saw
+them. The consumer's wait is set on the consumer Faust has just built (before it starts,
+when aiokafka reads it), and its fetcher's backoff once it has started. A broker lost
+while the consumer starts
 prints no traceback. The app also says when Faust waits for the events taken to be acked
 (``LiveApp.waiting_for_acks``).
 """
@@ -34,7 +36,7 @@ from faust.transport.drivers import aiokafka as driver
 from mode.utils.futures import maybe_async
 
 from processors.broker_errors import broker_away
-from tickstream.kafka_io import LIVE_FETCH_WAIT_MS
+from tickstream.kafka_io import HELD_RECORDS_BACKOFF_S, LIVE_FETCH_WAIT_MS
 
 
 class _InLoop:
@@ -80,6 +82,11 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = LIVE_FETCH_WAIT_MS  # read by its fetcher at start
         return consumer
 
+    async def on_start(self) -> None:
+        await super().on_start()
+        # read by the fetcher whenever a fetch returns records, so in time for the first
+        self._consumer._fetcher._prefetch_backoff = HELD_RECORDS_BACKOFF_S
+
     # A broker lost while the consumer starts also fails the worker's start, which
     # run_worker reports in one line and waits out; mode would add a traceback on stderr.
 
@@ -99,7 +106,7 @@ class LiveTransport(driver.Transport):
 
 
 class LiveApp(faust.App):
-    """A Faust app whose consumer polls the broker with the short fetch wait, and which
+    """A Faust app whose consumer polls the broker with tickstream's fetch wait, and which
     tells its agent when a stop or a rebalance waits for the events taken to be acked."""
 
     _waiting_for_acks = False

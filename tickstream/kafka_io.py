@@ -14,27 +14,41 @@ from tickstream.topics import Topics
 
 log = logging.getLogger(__name__)
 
-LIVE_FETCH_WAIT_MS = 10
-"""``fetch_max_wait_ms`` of the stream processor's consumer.
+LIVE_FETCH_WAIT_MS = 500
+"""``fetch_max_wait_ms`` of the stream processor's consumer: a long poll, which costs a tick
+nothing as long as every fetch holds every partition (``HELD_RECORDS_BACKOFF_S``). With
+``fetch_min_bytes=1`` the broker answers as soon as one record is there."""
 
-aiokafka sends at most one fetch request to a broker at a time, and a partition whose
-records were just consumed is not in the one in flight: its next records wait until that
-request returns, which a long poll on quiet partitions holds for the whole
-``fetch_max_wait_ms`` (aiokafka's 500 ms, Faust's 1,500 ms). Measured as stalls of
-1.5 s in the desk latency at 5,000 ticks/s and a processor falling behind at 20,000 with
-its CPU mostly idle. A short poll bounds that wait; its price is an idle consumer asking
-the broker a hundred times a second.
+HELD_RECORDS_BACKOFF_S = 10.0
+"""How long the processor's fetcher holds back, for records it fetched and nobody took.
 
-aiokafka leaves a partition out of a fetch only when its fetched records have waited,
-unconsumed, for its prefetch backoff (100 ms): Faust does that to a partition whose
-stream buffer is full. A consumer that takes every fetch's records at once is never
-caught so, and polls long (``SIGNALS_FETCH_WAIT_MS``)."""
+aiokafka sends at most one fetch request to a broker at a time. While some partition's
+fetched records wait to be taken, it sends none to that broker; after its prefetch
+backoff (100 ms) it sends one without that partition. Faust stops taking a partition's
+records while its stream's buffer is full: a fetch then left the partition out, and its
+next records waited for that fetch, which a long poll on quiet partitions holds for the
+whole ``fetch_max_wait_ms`` (Faust's 1,500 ms). Measured as stalls of 1.5 s in the desk
+latency at 5,000 ticks/s, and a processor falling behind at 20,000 with its CPU mostly
+idle. So the processor polled for 10 ms, and an idle processor asked the broker a hundred
+times a second.
+
+Held back for 10 s, a fetch always holds every partition: the records Faust does not take
+wait for a buffer that is full anyway, and a stream that stopped for good (which nothing
+here does) loses the other partitions for 10 s, not for ever. Then the poll can be long:
+over 30 s, an idle processor took 0.6-0.7% of a core instead of 6.1-6.7%. Under load,
+fetches return with the ticks either way: in two alternating pairs of full ``bench
+latency`` runs the processor's CPU against the producer's was the same (1.71 and 1.73
+at 1,000 ticks/s, against 1.67 and 1.74), and ``bench analytics``' processor, in four
+alternating pairs, 95-124k ticks/s against 100-118k.
+
+A consumer that takes every fetch's records at once, as the gateway's do, is never caught
+so (``SIGNALS_FETCH_WAIT_MS``)."""
 
 SIGNALS_FETCH_WAIT_MS = 500
 """``fetch_max_wait_ms`` of the gateway's signals consumer: a long poll, which costs a
 signal nothing. With ``fetch_min_bytes=1`` the broker answers as soon as one record is
 there, and the gateway takes each fetch's records at once, so every fetch holds every
-partition (see ``LIVE_FETCH_WAIT_MS``). With 10 ms, an idle gateway asked the broker a
+partition (see ``HELD_RECORDS_BACKOFF_S``). With 10 ms, an idle gateway asked the broker a
 hundred times a second for signals; with 500, twice. Over 30 s, an idle gateway took
 8.7-10.3% of a core instead of 14.2-14.7%, and 4.2-4.5% with the ticks' wait below too;
 the broker, serving it, 5.6-6.1% with both instead of 14.7-15.1%. The gateway hop's p99

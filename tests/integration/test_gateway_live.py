@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from sinks.gateway.access import TokenTable
 from sinks.gateway.server import Gateway, GatewayConfig, ssl_context
+from tests.kafka_fetches import record_fetches
 from tickstream.contracts import (
     RecordBreak,
     RollingBreak,
@@ -801,15 +802,7 @@ async def test_every_signals_fetch_holds_every_partition(
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0, acks="all")
     await producer.start()
     try:
-        fetcher = gw.feed._consumers[0]._fetcher  # the signals consumer's
-        fetched: list[set[int]] = []
-        proc_fetch_request = fetcher._proc_fetch_request
-
-        def recording(assignment: Any, node_id: int, request: Any) -> Any:
-            fetched.append({part[0] for _, parts in request.topics for part in parts})
-            return proc_fetch_request(assignment, node_id, request)
-
-        fetcher._proc_fetch_request = recording
+        fetched = record_fetches(gw.feed._consumers[0])  # the signals consumer's
         signals = Topics(namespace).signals
         for n in range(20):
             row = record_break("XAU", "ath", 1_000 * (n + 1), 5_000.0 + n)

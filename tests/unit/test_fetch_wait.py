@@ -1,6 +1,6 @@
-"""The processor's Faust consumer as the desk path wants it: polling with the short fetch
-wait, not the clients' defaults, and the calls Faust delegates to it made where they are
-awaited."""
+"""The processor's Faust consumer as the desk path wants it: polling with tickstream's fetch
+wait, not Faust's, and the calls Faust delegates to it made where they are awaited (that
+no fetch leaves a partition out: tests/integration/test_processor_fetch.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tickstream.kafka_io import LIVE_FETCH_WAIT_MS
 from tickstream.settings import Settings
 
 
-def test_the_processors_faust_consumer_polls_with_the_short_wait(tmp_path, monkeypatch) -> None:
+def test_the_processors_faust_consumer_polls_with_tickstreams_wait(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     settings = Settings(namespace="fetchwait", metrics_port=0)
     app = create_app(settings, analytics_config(settings, {}))
