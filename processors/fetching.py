@@ -19,9 +19,8 @@ Faust's buffer was full, that long poll held back the busy one's next fetch (aio
 one fetch in flight per broker), so ticks waited up to 1.5 s before the processor saw
 them. The consumer's wait is set on the consumer Faust has just built (before it starts,
 when aiokafka reads it), and its fetcher's backoff once it has started. A broker lost
-while the consumer starts
-prints no traceback. The app also says when Faust waits for the events taken to be acked
-(``LiveApp.waiting_for_acks``).
+while the consumer starts prints no traceback. The app also says when Faust waits for the
+events taken to be acked (``LiveApp.waiting_for_acks``).
 """
 
 from __future__ import annotations
