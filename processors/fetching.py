@@ -35,7 +35,7 @@ from faust.transport.drivers import aiokafka as driver
 from mode.utils.futures import maybe_async
 
 from processors.broker_errors import broker_away
-from tickstream.kafka_io import HELD_RECORDS_BACKOFF_S, LIVE_FETCH_WAIT_MS
+from tickstream.kafka_io import LIVE_FETCH_WAIT_MS, hold_fetched_records
 
 
 class _InLoop:
@@ -83,8 +83,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 
     async def on_start(self) -> None:
         await super().on_start()
-        # read by the fetcher whenever a fetch returns records, so in time for the first
-        self._consumer._fetcher._prefetch_backoff = HELD_RECORDS_BACKOFF_S
+        hold_fetched_records(self._consumer)
 
     # A broker lost while the consumer starts also fails the worker's start, which
     # run_worker reports in one line and waits out; mode would add a traceback on stderr.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
@@ -20,7 +21,7 @@ nothing as long as every fetch holds every partition (``HELD_RECORDS_BACKOFF_S``
 ``fetch_min_bytes=1`` the broker answers as soon as one record is there."""
 
 HELD_RECORDS_BACKOFF_S = 10.0
-"""How long the processor's fetcher holds back, for records it fetched and nobody took.
+"""How long the fetchers of the desk path hold back, for records fetched and not yet taken.
 
 aiokafka sends at most one fetch request to a broker at a time. While some partition's
 fetched records wait to be taken, it sends none to that broker; after its prefetch
@@ -41,19 +42,22 @@ latency`` runs the processor's CPU against the producer's was the same (1.71 and
 at 1,000 ticks/s, against 1.67 and 1.74), and ``bench analytics``' processor, in four
 alternating pairs, 95-124k ticks/s against 100-118k.
 
-A consumer that takes every fetch's records at once, as the gateway's do, is never caught
-so (``SIGNALS_FETCH_WAIT_MS``)."""
+The gateway's consumers take a fetch's records at once, but only 10,000 at a time, and
+serve them before they take more: at start-up, reading the signals topic whole, a take
+served in more than 100 ms left its partition out of the next fetch. So they hold back too
+(``hold_fetched_records``). A gateway made to come back 150 ms after each take, signals
+sent one at a time to one partition of three: every other signal waited 493-519 ms (the
+long poll) with aiokafka's backoff, none over 168 ms held back."""
 
 SIGNALS_FETCH_WAIT_MS = 500
 """``fetch_max_wait_ms`` of the gateway's signals consumer: a long poll, which costs a
 signal nothing. With ``fetch_min_bytes=1`` the broker answers as soon as one record is
-there, and the gateway takes each fetch's records at once, so every fetch holds every
-partition (see ``HELD_RECORDS_BACKOFF_S``). With 10 ms, an idle gateway asked the broker a
-hundred times a second for signals; with 500, twice. Over 30 s, an idle gateway took
-8.7-10.3% of a core instead of 14.2-14.7%, and 4.2-4.5% with the ticks' wait below too;
-the broker, serving it, 5.6-6.1% with both instead of 14.7-15.1%. The gateway hop's p99
-at 1k-20k ticks/s was no worse with both (5.4-10.2 ms against 6.5-13.1, two alternating
-pairs of ``bench latency``)."""
+there, and every fetch holds every partition (``HELD_RECORDS_BACKOFF_S``). With 10 ms,
+an idle gateway asked the broker a hundred times a second for signals; with 500, twice.
+Over 30 s, an idle gateway took 8.7-10.3% of a core instead of 14.2-14.7%, and 4.2-4.5%
+with the ticks' wait below too; the broker, serving it, 5.6-6.1% with both instead of
+14.7-15.1%. The gateway hop's p99 at 1k-20k ticks/s was no worse with both (5.4-10.2 ms
+against 6.5-13.1, two alternating pairs of ``bench latency``)."""
 
 BULK_FETCH_MIN_BYTES = 16 << 10
 BULK_FETCH_WAIT_MS = 20
@@ -72,6 +76,13 @@ fetched ticks two hundred times a second at every rate, and the broker answered 
 gateway took 8-9% of a core instead of 18-20%, the broker 16-18% instead of 22-27%, and
 the record breaks' p99 was 13.6-15.0 ms against 15.1-19.5; plain ticks with no
 conflation took 7 ms more (p50 16.5-17.0 ms against 8.7-10.0)."""
+
+
+def hold_fetched_records(consumer: Any) -> None:
+    """Make a started aiokafka consumer's fetcher send no fetch that leaves out a partition
+    whose fetched records wait to be taken (``HELD_RECORDS_BACKOFF_S``). aiokafka has no
+    setting for it: its fetcher reads this attribute whenever a fetch returns records."""
+    consumer._fetcher._prefetch_backoff = HELD_RECORDS_BACKOFF_S
 
 
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:

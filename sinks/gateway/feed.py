@@ -51,6 +51,7 @@ from tickstream.kafka_io import (
     BULK_FETCH_WAIT_MS,
     SIGNALS_FETCH_WAIT_MS,
     ensure_topics,
+    hold_fetched_records,
 )
 from tickstream.topics import Topics
 
@@ -122,6 +123,7 @@ class Feed:
             fetch_min_bytes=min_bytes,
         )
         await consumer.start()
+        hold_fetched_records(consumer)
         try:
             consumer.assign(tps)
             begin = await consumer.beginning_offsets(tps)

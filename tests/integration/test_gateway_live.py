@@ -794,7 +794,8 @@ async def test_every_signals_fetch_holds_every_partition(
     """The signals consumer polls long (``SIGNALS_FETCH_WAIT_MS``), which costs a signal
     nothing only while every fetch it sends holds every partition: a partition left out
     would wait for the long poll of the others. Signals on one partition of three, one at a
-    time, each awaited until the gateway has it."""
+    time, each awaited until the gateway has it, which comes back for more only 150 ms
+    after it last took some (as a take of 10,000 signals at start-up can)."""
     await ensure_topics(
         Settings(kafka_bootstrap=kafka_bootstrap, namespace=namespace, partitions=3)
     )
@@ -802,7 +803,15 @@ async def test_every_signals_fetch_holds_every_partition(
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=0, acks="all")
     await producer.start()
     try:
-        fetched = record_fetches(gw.feed._consumers[0])  # the signals consumer's
+        consumer = gw.feed._consumers[0]  # the signals consumer
+        fetched = record_fetches(consumer)
+        getmany = consumer.getmany
+
+        async def slow_getmany(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.15)  # the fetch it started meanwhile has returned
+            return await getmany(*args, **kwargs)
+
+        consumer.getmany = slow_getmany  # type: ignore[method-assign]
         signals = Topics(namespace).signals
         for n in range(20):
             row = record_break("XAU", "ath", 1_000 * (n + 1), 5_000.0 + n)
