@@ -795,7 +795,7 @@ async def test_every_signals_fetch_holds_every_partition(
     nothing only while every fetch it sends holds every partition: a partition left out
     would wait for the long poll of the others. Signals on one partition of three, one at a
     time, each awaited until the gateway has it, which comes back for more only 150 ms
-    after it last took some (as a take of 10,000 signals at start-up can)."""
+    after it last took some (as it can while its clients' writers drain a burst)."""
     await ensure_topics(
         Settings(kafka_bootstrap=kafka_bootstrap, namespace=namespace, partitions=3)
     )
