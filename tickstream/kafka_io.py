@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -16,9 +16,17 @@ from tickstream.topics import Topics
 log = logging.getLogger(__name__)
 
 LIVE_FETCH_WAIT_MS = 500
-"""``fetch_max_wait_ms`` of the stream processor's consumer: a long poll, which costs a tick
-nothing as long as every fetch holds every partition (``HELD_RECORDS_BACKOFF_S``). With
-``fetch_min_bytes=1`` the broker answers as soon as one record is there."""
+"""``fetch_max_wait_ms`` of the desk path's consumers that answer at the first record (the
+stream processor's, the gateway's of signals): a long poll, which costs a record nothing
+as long as every fetch holds every partition (``HELD_RECORDS_BACKOFF_S``). With
+``fetch_min_bytes=1`` the broker answers as soon as one record is there.
+
+They polled for 10 ms before, a hundred fetches a second when idle. Over 30 s, an idle
+gateway took 8.7-10.3% of a core with the long poll instead of 14.2-14.7%, and 4.2-4.5%
+with the ticks' wait below too; the broker, serving it, 5.6-6.1% with both instead of
+14.7-15.1%. The gateway hop's p99 at 1k-20k ticks/s was no worse with both (5.4-10.2 ms
+against 6.5-13.1, two alternating pairs of ``bench latency``). The processor: see
+``HELD_RECORDS_BACKOFF_S``."""
 
 HELD_RECORDS_BACKOFF_S = 10.0
 """How long the fetchers of the desk path hold back, for records fetched and not yet taken.
@@ -51,16 +59,6 @@ ms (the long poll) with aiokafka's backoff, none over 168 ms held back. (Its sta
 200,000 signals, no client connected, took 4.1-4.4 s either way: served without a pause,
 a take leaves the fetcher no turn to run.)"""
 
-SIGNALS_FETCH_WAIT_MS = 500
-"""``fetch_max_wait_ms`` of the gateway's signals consumer: a long poll, which costs a
-signal nothing. With ``fetch_min_bytes=1`` the broker answers as soon as one record is
-there, and every fetch holds every partition (``HELD_RECORDS_BACKOFF_S``). With 10 ms,
-an idle gateway asked the broker a hundred times a second for signals; with 500, twice.
-Over 30 s, an idle gateway took 8.7-10.3% of a core instead of 14.2-14.7%, and 4.2-4.5%
-with the ticks' wait below too; the broker, serving it, 5.6-6.1% with both instead of
-14.7-15.1%. The gateway hop's p99 at 1k-20k ticks/s was no worse with both (5.4-10.2 ms
-against 6.5-13.1, two alternating pairs of ``bench latency``)."""
-
 BULK_FETCH_MIN_BYTES = 16 << 10
 BULK_FETCH_WAIT_MS = 20
 """The gateway's fetches of ticks and aggregates: at least 16 KB, or whatever 20 ms gave.
@@ -68,7 +66,7 @@ BULK_FETCH_WAIT_MS = 20
 With ``fetch_min_bytes=1`` the broker answers a fetch as soon as one message is there, so
 under load the gateway fetched without pause: writing fetch requests was a fifth of its
 profile at 20,000 ticks/s, and its signals shared those fetches. Signals have a consumer of
-their own that keeps the live poll, so this costs ticks at most 20 ms, which the desks'
+their own that answers at the first record, so this costs ticks at most 20 ms, which the desks'
 default conflation (250 ms) hides. Measured in alternating runs: the gateway hop's p99 at
 20,000 ticks/s went from 36-48 ms to 18-23 (45 in one run on a much busier machine); two
 consumers that both kept the live poll gave 31-38 ms. The wait was 5 ms at first, but
@@ -80,7 +78,7 @@ the record breaks' p99 was 13.6-15.0 ms against 15.1-19.5; plain ticks with no
 conflation took 7 ms more (p50 16.5-17.0 ms against 8.7-10.0)."""
 
 
-def hold_fetched_records(consumer: Any) -> None:
+def hold_fetched_records(consumer: AIOKafkaConsumer) -> None:
     """Make a started aiokafka consumer's fetcher send no fetch that leaves out a partition
     whose fetched records wait to be taken (``HELD_RECORDS_BACKOFF_S``). aiokafka has no
     setting for it: its fetcher reads this attribute whenever a fetch returns records."""

@@ -49,7 +49,7 @@ from tickstream.contracts import TICK_FIELDS, decode_ticks_message
 from tickstream.kafka_io import (
     BULK_FETCH_MIN_BYTES,
     BULK_FETCH_WAIT_MS,
-    SIGNALS_FETCH_WAIT_MS,
+    LIVE_FETCH_WAIT_MS,
     ensure_topics,
     hold_fetched_records,
 )
@@ -100,7 +100,7 @@ class Feed:
         try:
             # signals must not wait on quiet partitions, nor behind a fetch of ticks
             for name, mine, wait_ms, min_bytes in (
-                ("signals", signals, SIGNALS_FETCH_WAIT_MS, 1),
+                ("signals", signals, LIVE_FETCH_WAIT_MS, 1),
                 ("market", market, BULK_FETCH_WAIT_MS, BULK_FETCH_MIN_BYTES),
             ):
                 self._consumers.append(await self._consumer(name, mine, wait_ms, min_bytes))

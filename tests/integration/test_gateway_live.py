@@ -791,7 +791,7 @@ async def test_client_asking_without_reading_is_cut_off(
 async def test_every_signals_fetch_holds_every_partition(
     kafka_bootstrap: str, namespace: str
 ) -> None:
-    """The signals consumer polls long (``SIGNALS_FETCH_WAIT_MS``), which costs a signal
+    """The signals consumer polls long (``LIVE_FETCH_WAIT_MS``), which costs a signal
     nothing only while every fetch it sends holds every partition: a partition left out
     would wait for the long poll of the others. Signals on one partition of three, one at a
     time, each awaited until the gateway has it, which comes back for more only 150 ms
