@@ -25,13 +25,15 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
-from processors.core import Outgoing
+from processors.core import Encoding, Outgoing
 from processors.outbox import Outbox
 from processors.partitions import PartitionCores
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -50,10 +52,10 @@ class Checkpoints:
     """The events processed since the last snapshot, acked once a snapshot reflects them.
 
     A snapshot is taken on the batch path (a capture: a copy of the state, for a
-    fraction of a millisecond), then encoded in a thread and written while the next
-    batches go on; the next one starts once it is written. ``lock`` is held around a
-    batch and every step of a snapshot that touches the cores or the outbox; ``processed``
-    and ``save`` must be called under it.
+    fraction of a millisecond), then encoded a step at a time between the next batches
+    (``between_batches``) and written while they go on; the next one starts once it is
+    written. ``lock`` is held around a batch and every step of a snapshot that touches
+    the cores or the outbox; ``processed`` and ``save`` must be called under it.
     """
 
     def __init__(
@@ -108,14 +110,14 @@ class Checkpoints:
             self._start()
 
     def _start(self) -> None:
-        encode = self._cores.capture()
+        encoding = self._cores.capture()
         mark = self._outbox.mark()
         events, self._unsaved = self._unsaved, []
-        preparing = asyncio.create_task(self._prepare(encode, mark))
+        preparing = asyncio.create_task(self._prepare(encoding, mark))
         self._saving = _Save(time.monotonic(), events, mark, preparing)
 
-    async def _prepare(self, encode: Callable[[], list[Outgoing]], mark: int) -> list[Outgoing]:
-        snapshots = await asyncio.to_thread(encode)
+    async def _prepare(self, encoding: Encoding[list[Outgoing]], mark: int) -> list[Outgoing]:
+        snapshots = await between_batches(encoding)
         await self._outbox.delivered(mark)  # a snapshot must never skip an output that did not land
         return snapshots
 
@@ -191,3 +193,18 @@ class Checkpoints:
             self.abandon()
             with contextlib.suppress(asyncio.CancelledError):
                 await saver
+
+
+async def between_batches(encoding: Encoding[T]) -> T:
+    """An encoding run on the event loop a step at a time, giving way after each.
+
+    A step takes a fraction of a millisecond (core.SnapshotEncoder), so a batch, a fetch
+    or a send that comes due waits for one step at most. In a thread the encoding went
+    on through them, and each of their turns at the GIL waited for it.
+    """
+    while True:
+        try:
+            next(encoding)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await asyncio.sleep(0)

@@ -19,12 +19,14 @@ from typing import Any
 
 from processors.config import state_settings
 from processors.core import (
+    Encoding,
     Incoming,
     Outgoing,
     ProcessorCore,
     StepOutput,
     check_restorable,
     decode_state,
+    finish,
 )
 from processors.kernels.analytics import AnalyticsConfig
 from processors.state_store import load_snapshots, state_key
@@ -105,18 +107,21 @@ class PartitionCores:
 
     def snapshots(self) -> list[Outgoing]:
         """The snapshots of the cores that processed something since their last one."""
-        return self.capture()()
+        return finish(self.capture())
 
-    def capture(self) -> Callable[[], list[Outgoing]]:
-        """Those snapshots as of now, encoded when called (ProcessorCore.capture)."""
+    def capture(self) -> Encoding[list[Outgoing]]:
+        """Those snapshots as of now, encoded in steps run later (ProcessorCore.capture)."""
         changed, self._changed = self._changed, set()
         topic = self.topics.processor_state
         captured = [(p, self.cores[p].capture()) for p in sorted(changed) if p in self.cores]
 
-        def encode() -> list[Outgoing]:
-            return [Outgoing(topic, state_key(p), blob(), 0) for p, blob in captured]
+        def encode() -> Encoding[list[Outgoing]]:
+            out = []
+            for p, steps in captured:
+                out.append(Outgoing(topic, state_key(p), (yield from steps), 0))
+            return out
 
-        return encode
+        return encode()
 
     def drop(self, partitions: Iterable[int]) -> list[int]:
         """Forget the cores of partitions this worker no longer owns (snapshot them first:

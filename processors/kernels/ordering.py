@@ -391,9 +391,9 @@ class HeldTicks:
     """A symbol's held ticks captured for a snapshot, not yet in their saved form.
 
     With 2 s of lateness at 20k ticks/s a symbol holds 40,000 ticks, and converting them
-    takes about 1 µs a tick: too long to hold the processor's batches up for. A copy of
+    takes about 0.5 µs a tick: too long to hold the processor's batches up for. A copy of
     the list is a consistent capture for one C call (its entries are immutable), so the
-    conversion can wait, and run elsewhere. Not a dataclass: orjson would encode one as
+    conversion can wait, and run between later batches. Not a dataclass: orjson would encode one as
     an object of its fields, where the snapshot's encoder must be asked (core.py).
     """
 

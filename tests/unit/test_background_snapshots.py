@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Generator
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from group_stream import SETTINGS, layout, ticks
 
-from processors.checkpoints import Checkpoints
+from processors.checkpoints import Checkpoints, between_batches
 from processors.config import analytics_config
-from processors.core import Incoming, Outgoing, ProcessorCore, decode_state
+from processors.core import Incoming, Outgoing, ProcessorCore, decode_state, finish
 from processors.outbox import Outbox
 from processors.partitions import PartitionCores
 from tickstream import contracts
@@ -86,8 +87,8 @@ def test_a_capture_is_the_state_when_taken(seed: int) -> None:
         for clock in decode_state(blob)["analytics"]["ordering"]["clocks"].values()
     )
     assert held > 100  # the captures did hold ticks back (the part encoded later)
-    for then, encode in captures:  # encoded only now, after every later batch
-        assert encode() == then
+    for then, encoding in captures:  # encoded only now, after every later batch
+        assert finish(encoding) == then
 
 
 def held_deliveries(send_log: list[Outgoing], hold_topic: str) -> tuple[Any, list[Any]]:
@@ -177,7 +178,7 @@ def test_batches_go_on_while_a_snapshot_is_on_its_way() -> None:
         checkpoints = Checkpoints(split, outbox, Outbox(send), Stream(), 0.0)  # type: ignore[arg-type]
         await batch(checkpoints, split, outbox, first)  # a snapshot of `first` starts
         outputs_of_first = len(sent)
-        for _ in range(100):  # its encoding, in a thread, and its outputs' confirmations
+        for _ in range(100):  # its encoding, between batches, and its outputs' confirmations
             await asyncio.sleep(0.01)
             if checkpoints._saving is not None and checkpoints._saving.preparing.done():
                 break
@@ -302,3 +303,35 @@ def test_the_app_says_when_faust_waits_for_acks() -> None:
     asyncio.run(app._consumer_wait_empty(Consumer(), app.log))  # type: ignore[arg-type]
     assert seen == [True]
     assert not app.waiting_for_acks()
+
+
+def test_the_loop_runs_other_work_between_every_two_steps_of_an_encoding() -> None:
+    """A snapshot's encoding runs on the processor's event loop (no thread to fight for
+    the GIL): it must give way after every step, so a batch, a fetch or a send waits for
+    one step at most, never for the whole encoding."""
+    done_steps = [0]
+
+    def encoding() -> Generator[None, None, str]:
+        for _ in range(50):
+            done_steps[0] += 1
+            yield
+        return "encoded"
+
+    async def main() -> tuple[str, list[int]]:
+        seen: list[int] = []  # steps done at each turn of the other task
+
+        async def other_work() -> None:
+            while True:
+                seen.append(done_steps[0])
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)  # it has had its first turn
+        result = await between_batches(encoding())
+        other.cancel()
+        return result, seen
+
+    result, seen = asyncio.run(main())
+    assert result == "encoded" and done_steps[0] == 50
+    assert seen[0] == 0 and seen[-1] >= 49  # the other work ran all along
+    assert all(b - a <= 1 for a, b in zip(seen, seen[1:], strict=False))  # one step per turn

@@ -8,6 +8,8 @@ the ones a memo holds).
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,3 +66,38 @@ def test_every_snapshot_equals_the_plain_state(
     assert decode_state(encoder.encode({"analytics": analytics.snapshot(deferred=True)}))[
         "analytics"
     ] == plain(analytics)
+
+
+def held_market(n: int) -> Analytics:
+    """``n`` ticks of one symbol a millisecond apart, all within the lateness: all held."""
+    analytics = Analytics(AnalyticsConfig(allowed_lateness_ms=LATENESS_MS))
+    analytics.update([Tick("XAU", T0 + i, 100.0 + i % 7, recv_ms=T0) for i in range(n)])
+    return analytics
+
+
+def steps_taken(steps: Generator[None, None, bytes]) -> tuple[int, bytes]:
+    taken = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return taken, done.value
+        taken += 1
+
+
+def test_each_step_encodes_one_chunk_and_reused_chunks_take_none() -> None:
+    """The steps are the unit the processor's event loop gives way at: each must be one
+    chunk's work, however many ticks are held, and what is reused costs no step."""
+    chunk = 64
+    analytics = held_market(10 * chunk + 5)
+    encoder = SnapshotEncoder(chunk)
+    state = {"analytics": analytics.snapshot(deferred=True)}
+    taken, blob = steps_taken(encoder.steps(state))
+    assert taken == 11  # ten whole chunks and the five left over
+    assert decode_state(blob)["analytics"] == plain(analytics)
+    taken, again = steps_taken(encoder.steps({"analytics": analytics.snapshot(deferred=True)}))
+    assert (taken, again) == (0, blob)  # nothing changed: every chunk reused
+    analytics.update([Tick("XAU", T0 + 10 * chunk + 5, 101.0, recv_ms=T0)])
+    taken, blob = steps_taken(encoder.steps({"analytics": analytics.snapshot(deferred=True)}))
+    assert taken == 1  # only the last chunk, which the new tick joined
+    assert decode_state(blob)["analytics"] == plain(analytics)
