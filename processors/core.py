@@ -373,7 +373,9 @@ class SnapshotEncoder:
     the decoder reads one stream. So only what changed is deflated again. For 40,000
     held ticks, 8,000 of them new, a snapshot took 18.6 ms when each new tick was
     converted alone, 9.6-10.1 ms with chunks reused but the whole state deflated at once
-    (about 5 of them zlib's), and takes 4.3-4.6 ms so. Deflated, the held ticks shrink
+    (about 5 of them zlib's), and took 4.3-4.6 ms so in chunks of 1,024 ticks (on a
+    slower night: 6.0-7.0 ms, and 5.0-5.4 in chunks of 512, which leave fewer ticks of a
+    chunk partly changed to encode again). Deflated, the held ticks shrink
     twentyfold (3.7 MB of JSON to 182 kB): every byte of a snapshot is copied
     and checksummed on the event loop when it is sent, then written by the broker, which
     shares the machine.
@@ -384,7 +386,9 @@ class SnapshotEncoder:
     instead: at 20k ticks/s an encoding took 41-146 ms of wall time, for some 15 ms of
     work, as the two threads took turns at the GIL, and the batches processed meanwhile
     (4% of them) took 11 ms from the tick's append to the signal's send at the median and
-    44 ms at p99, against 4.3 and 14.6 ms for the others; those made the desk's p99.
+    44 ms at p99, against 4.3 and 14.6 ms for the others: most of the 40 slowest. On the
+    loop an encoding took 5-38 ms of wall time, with 16-23 batches in some 3,200 run
+    meanwhile (README, "Snapshots encoded between batches").
 
     A chunk's bytes depend only on its ticks, and a chunk is reused only when its ticks
     compare equal: so two encodings at once are safe (whichever memo is kept last is

@@ -393,8 +393,9 @@ class HeldTicks:
     With 2 s of lateness at 20k ticks/s a symbol holds 40,000 ticks, and converting them
     takes about 0.5 µs a tick: too long to hold the processor's batches up for. A copy of
     the list is a consistent capture for one C call (its entries are immutable), so the
-    conversion can wait, and run between later batches. Not a dataclass: orjson would encode one as
-    an object of its fields, where the snapshot's encoder must be asked (core.py).
+    conversion can wait, and run between later batches. Not a dataclass: orjson would
+    encode one as an object of its fields, where the snapshot's encoder must be asked
+    (core.py).
     """
 
     __slots__ = ("symbol", "entries")
