@@ -817,7 +817,10 @@ async def test_every_signals_fetch_holds_every_partition(
             row = record_break("XAU", "ath", 1_000 * (n + 1), 5_000.0 + n)
             await producer.send_and_wait(signals, orjson.dumps(row), partition=0)
             await until(lambda n=n: gw.counts["signals_in"] == n + 1)
-        assert len(fetched) >= 20  # a fetch at least for each signal
+        # a fetch at least for each signal after the first, which may come in the fetch
+        # already on its way when the recording began (and the fetch after the last may
+        # not be sent yet): each later one is fetched only once the one before was taken
+        assert len(fetched) >= 19
         assert all(parts == {0, 1, 2} for parts in fetched), fetched
     finally:
         await producer.stop()
