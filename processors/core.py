@@ -415,13 +415,10 @@ class SnapshotEncoder:
             return orjson.Fragment(_NUL)  # orjson never writes a NUL itself: strings escape it
 
         raw = orjson.dumps(state, held_json, orjson.OPT_NON_STR_KEYS)
-        fresh: dict[str, list[_Chunk]] = {}
-        chunked: list[list[_Chunk]] = []
+        chunked = []
         for obj in held:
-            chunks = yield from self._chunks(obj.entries, last.get(obj.symbol, ()))
-            fresh[obj.symbol] = chunks
-            chunked.append(chunks)
-        self._last = fresh
+            chunked.append((yield from self._chunks(obj.entries, last.get(obj.symbol, ()))))
+        self._last = {obj.symbol: chunks for obj, chunks in zip(held, chunked, strict=True)}
         texts = raw.split(_NUL)  # the state around its held ticks
         pieces = [PIECES]
         text = texts[0]
