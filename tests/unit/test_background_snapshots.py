@@ -335,3 +335,37 @@ def test_the_loop_runs_other_work_between_every_two_steps_of_an_encoding() -> No
     assert result == "encoded" and done_steps[0] == 50
     assert seen[0] == 0 and seen[-1] >= 49  # the other work ran all along
     assert all(b - a <= 1 for a, b in zip(seen, seen[1:], strict=False))  # one step per turn
+
+
+def test_an_encoding_rests_after_every_step() -> None:
+    """Its CPU spread out, not one burst that the pipeline's other processes wait behind."""
+    pause_s = 0.003
+    stepped_at: list[float] = []
+
+    def encoding() -> Generator[None, None, str]:
+        for _ in range(5):
+            stepped_at.append(asyncio.get_running_loop().time())
+            yield
+        return "encoded"
+
+    assert asyncio.run(between_batches(encoding(), lambda: pause_s)) == "encoded"
+    gaps = [b - a for a, b in zip(stepped_at, stepped_at[1:], strict=False)]
+    assert len(gaps) == 4 and min(gaps) >= pause_s * 0.999
+
+
+def test_a_snapshot_is_encoded_without_rests_while_a_stop_or_rebalance_waits() -> None:
+    waiting = [False]
+
+    async def main() -> list[float]:
+        split = PartitionCores(TOPICS, CONFIG, N, layout(), no_snapshots, clock_ms=lambda: NOW)
+        outbox = Outbox(held_deliveries([], TOPICS.processor_state)[0])
+        checkpoints = Checkpoints(
+            split, outbox, outbox, AckedStream(), 1.0,  # type: ignore[arg-type]
+            hurry=lambda: waiting[0], step_pause_s=0.25,
+        )  # fmt: skip
+        rests = [checkpoints._pause_s()]
+        waiting[0] = True
+        rests.append(checkpoints._pause_s())
+        return rests
+
+    assert asyncio.run(main()) == [0.25, 0.0]
