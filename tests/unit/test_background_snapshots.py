@@ -353,19 +353,52 @@ def test_an_encoding_rests_after_every_step() -> None:
     assert len(gaps) == 4 and min(gaps) >= pause_s * 0.999
 
 
-def test_a_snapshot_is_encoded_without_rests_while_a_stop_or_rebalance_waits() -> None:
-    waiting = [False]
+class StepCores:
+    """Cores whose every capture is an encoding of ``steps`` steps (and no snapshot)."""
 
-    async def main() -> list[float]:
-        split = PartitionCores(TOPICS, CONFIG, N, layout(), no_snapshots, clock_ms=lambda: NOW)
-        outbox = Outbox(held_deliveries([], TOPICS.processor_state)[0])
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def capture(self) -> Generator[None, None, list[Outgoing]]:
+        for _ in range(self.steps):
+            yield
+        return []
+
+
+async def delivered(msg: Outgoing) -> asyncio.Future[Any]:
+    delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    delivery.set_result(None)
+    return delivery
+
+
+def test_the_rests_of_an_encoding_do_not_space_the_snapshots_out() -> None:
+    """The next snapshot is due ten times the last one's work after it, not ten times its
+    rests (4 x 50 ms here, which would put it 2 s off)."""
+
+    async def main() -> bool:
         checkpoints = Checkpoints(
-            split, outbox, outbox, AckedStream(), 1.0,  # type: ignore[arg-type]
-            hurry=lambda: waiting[0], step_pause_s=0.25,
+            StepCores(steps=5), Outbox(delivered), Outbox(delivered), AckedStream(), 0.0,  # type: ignore[arg-type]
+            step_pause_s=0.05,
         )  # fmt: skip
-        rests = [checkpoints._pause_s()]
-        waiting[0] = True
-        rests.append(checkpoints._pause_s())
-        return rests
+        async with checkpoints.lock:
+            await checkpoints.processed([Incoming(0, 0, b"[]")])  # type: ignore[list-item]
+            await asyncio.wait_for(checkpoints.save(), 5)
+        await asyncio.sleep(1.0)
+        return checkpoints.due()
 
-    assert asyncio.run(main()) == [0.25, 0.0]
+    assert asyncio.run(main())
+
+
+def test_a_snapshot_is_encoded_without_rests_while_a_stop_or_rebalance_waits() -> None:
+    """Faust waits for the acks: a snapshot of 50 steps must not take 50 rests of 1 s."""
+
+    async def main() -> None:
+        checkpoints = Checkpoints(
+            StepCores(steps=50), Outbox(delivered), Outbox(delivered), AckedStream(), 0.0,  # type: ignore[arg-type]
+            hurry=lambda: True, step_pause_s=1.0,
+        )  # fmt: skip
+        async with checkpoints.lock:
+            await checkpoints.processed([Incoming(0, 0, b"[]")])  # type: ignore[list-item]
+            await asyncio.wait_for(checkpoints.save(), 5)
+
+    asyncio.run(main())
