@@ -2,15 +2,15 @@
 
 At most every ``processor_batch_ms`` (and that long after the last batch at the latest;
 less often when the state is big, so that writing it takes at most about a tenth of the
-time) the snapshots of the partition cores that changed are written to the compacted
-state topic. Snapshots are sent only once the broker has confirmed every output of the
-batches they reflect, and their messages are acked only once it has confirmed the
-snapshots too: so no offset is committed ahead of the state, and no state skips an
-output that never landed. While Faust waits for every event taken to be acked (a stop,
-a rebalance: ``hurry``), a snapshot is due after every batch: otherwise the wait would
-last the interval out, tens of seconds for a big state, and a stop would meet its kill
-timeout with the state unsaved. Kept apart from the agent, which only hands each
-processed batch over (``Checkpoints.processed``).
+time, its encoding's rests aside) the snapshots of the partition cores that changed are
+written to the compacted state topic. Snapshots are sent only once the broker has
+confirmed every output of the batches they reflect, and their messages are acked only
+once it has confirmed the snapshots too: so no offset is committed ahead of the state,
+and no state skips an output that never landed. While Faust waits for every event taken
+to be acked (a stop, a rebalance: ``hurry``), a snapshot is due after every batch:
+otherwise the wait would last the interval out, tens of seconds for a big state, and a
+stop would meet its kill timeout with the state unsaved. Kept apart from the agent,
+which only hands each processed batch over (``Checkpoints.processed``).
 
 Partitions lost in a rebalance are released here too (``release``): snapshotted, acked,
 and only then forgotten, under the same lock as a batch, so that no batch touches a
@@ -43,7 +43,7 @@ Run flat out, an encoding is a burst of the processor's CPU (5.0-5.4 ms for 40,0
 ticks, 8,000 of them new, measured apart). The two cores are shared with the broker, the
 publisher and the gateway, and a record break on its way through them meanwhile waited
 for a core: in three alternating pairs at 20k ticks/s, the rests made the desk's p99
-15.0-26.0 ms against 23.1-44.4. The encoding takes no less CPU, only longer; the rests
+16.8-21.4 ms against 23.6-29.6. The encoding takes no less CPU, only longer; the rests
 do not count in the interval between snapshots (ten times the last one's time), so
 snapshots come as often as before.
 """
@@ -99,7 +99,8 @@ class Checkpoints:
         return self._hurry() or time.monotonic() - self._saved_at >= self._every_s
 
     def _pause_s(self) -> float:
-        """The rest after a step of an encoding: none while a stop or a rebalance waits."""
+        """The rest after a step of the encoding on its way, counted apart from its cost;
+        none while a stop or a rebalance waits."""
         pause_s = 0.0 if self._hurry() else self._step_pause_s
         if self._saving is not None:
             self._saving.rested_s += pause_s
