@@ -373,7 +373,7 @@ async def delivered(msg: Outgoing) -> asyncio.Future[Any]:
 
 def test_the_rests_of_an_encoding_do_not_space_the_snapshots_out() -> None:
     """The next snapshot is due ten times the last one's work after it, not ten times its
-    rests (4 x 50 ms here, which would put it 2 s off)."""
+    rests (5 x 50 ms here, which would put it 2.5 s off)."""
 
     async def main() -> bool:
         checkpoints = Checkpoints(
