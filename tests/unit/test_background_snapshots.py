@@ -44,6 +44,13 @@ class AckedStream:
         return True
 
 
+async def delivered(msg: Outgoing) -> asyncio.Future[Any]:
+    """The broker's confirmation of a send, at once."""
+    delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    delivery.set_result(None)
+    return delivery
+
+
 async def no_snapshots(partitions: Any) -> dict[int, bytes]:
     return {}
 
@@ -252,18 +259,13 @@ def test_a_stop_or_rebalance_waiting_for_acks_gets_its_snapshot_at_once() -> Non
     stream_ = AckedStream()
     waiting = [False]
 
-    async def send(msg: Outgoing) -> asyncio.Future[Any]:
-        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        delivery.set_result(None)
-        return delivery
-
     async def main() -> None:
         split = PartitionCores(TOPICS, CONFIG, N, layout(), no_snapshots, clock_ms=lambda: NOW)
-        outbox = Outbox(send)
+        outbox = Outbox(delivered)
         checkpoints = Checkpoints(
             split,
             outbox,
-            Outbox(send),
+            Outbox(delivered),
             stream_,  # type: ignore[arg-type]
             3600.0,
             hurry=lambda: waiting[0],
@@ -363,12 +365,6 @@ class StepCores:
         for _ in range(self.steps):
             yield
         return []
-
-
-async def delivered(msg: Outgoing) -> asyncio.Future[Any]:
-    delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    delivery.set_result(None)
-    return delivery
 
 
 def test_the_rests_of_an_encoding_do_not_space_the_snapshots_out() -> None:
